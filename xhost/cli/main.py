@@ -1,0 +1,82 @@
+"""The ``xhost`` application: global options, configuration loading, command discovery.
+
+Commands are cliff ``Command`` classes registered in the ``xhost.commands``
+entry-point namespace (the entry-point name is the command words, e.g.
+``plugins list``), so third-party distributions add commands the same way the
+built-ins are added.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from cliff import app, commandmanager
+
+import xhost
+
+COMMAND_NAMESPACE = "xhost.commands"
+DEFAULT_CONFIG_FILE = "/etc/xhost/xhost.conf"
+DEFAULT_CONFIG_DIR = "/etc/xhost/xhost.conf.d"
+
+
+class XhostApp(app.App):
+    """cliff application with OpenStack-style ``--config-file`` / ``--config-dir``."""
+
+    def __init__(self, stdin=None, stdout=None, stderr=None):
+        super().__init__(
+            description=__doc__.splitlines()[0] if __doc__ else "xhost",
+            version=xhost.__version__,
+            command_manager=commandmanager.CommandManager(COMMAND_NAMESPACE),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            deferred_help=True,
+        )
+        self._conf = None
+
+    def build_option_parser(self, description, version, argparse_kwargs=None):
+        parser = super().build_option_parser(description, version, argparse_kwargs)
+        parser.add_argument(
+            "--config-file",
+            action="append",
+            dest="config_file",
+            metavar="PATH",
+            default=[],
+            help=f"Configuration file to load; repeatable, later files win. "
+            f"Default: {DEFAULT_CONFIG_FILE} if it exists. An existing "
+            f"nova.conf works: its [xenserver] section is read unchanged.",
+        )
+        parser.add_argument(
+            "--config-dir",
+            action="append",
+            dest="config_dir",
+            metavar="DIR",
+            default=[],
+            help="Directory of *.conf files loaded after --config-file, in "
+            "alphabetical order; repeatable.",
+        )
+        return parser
+
+    @property
+    def conf(self):
+        """The loaded configuration (an ``oslo_config.cfg.ConfigOpts``), built on first use."""
+        if self._conf is None:
+            from xhost import conf as xconf
+
+            files = list(self.options.config_file)
+            dirs = list(self.options.config_dir)
+            if not files and not dirs:
+                if os.path.exists(DEFAULT_CONFIG_FILE):
+                    files = [DEFAULT_CONFIG_FILE]
+                if os.path.isdir(DEFAULT_CONFIG_DIR):
+                    dirs = [DEFAULT_CONFIG_DIR]
+            self._conf = xconf.load(files, dirs)
+        return self._conf
+
+
+def main(argv=None) -> int:
+    return XhostApp().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
