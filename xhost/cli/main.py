@@ -57,20 +57,25 @@ class XhostApp(app.App):
         )
         return parser
 
+    def config_sources(self) -> tuple[list[str], list[str]]:
+        """The configuration files and directories to read: the global
+        options, else the defaults that exist."""
+        files = list(self.options.config_file)
+        dirs = list(self.options.config_dir)
+        if not files and not dirs:
+            if os.path.exists(DEFAULT_CONFIG_FILE):
+                files = [DEFAULT_CONFIG_FILE]
+            if os.path.isdir(DEFAULT_CONFIG_DIR):
+                dirs = [DEFAULT_CONFIG_DIR]
+        return files, dirs
+
     @property
     def conf(self):
         """The loaded configuration (an ``oslo_config.cfg.ConfigOpts``), built on first use."""
         if self._conf is None:
             from xhost import conf as xconf
 
-            files = list(self.options.config_file)
-            dirs = list(self.options.config_dir)
-            if not files and not dirs:
-                if os.path.exists(DEFAULT_CONFIG_FILE):
-                    files = [DEFAULT_CONFIG_FILE]
-                if os.path.isdir(DEFAULT_CONFIG_DIR):
-                    dirs = [DEFAULT_CONFIG_DIR]
-            self._conf = xconf.load(files, dirs)
+            self._conf = xconf.load(*self.config_sources())
         return self._conf
 
 
