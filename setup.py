@@ -3,7 +3,7 @@
 ``backends/`` and ``handlers/`` install as ``xhost.backends`` and
 ``xhost.handlers``; setuptools' ``find:`` cannot discover remapped
 subpackages, so the list is computed here instead of kept by hand.
-``dom0/`` holds flat scripts (no ``__init__.py``) shipped as package data.
+``dom0/`` holds the flat dom0 scripts; it installs as ``xhost.dom0``.
 """
 from setuptools import find_packages, setup
 

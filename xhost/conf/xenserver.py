@@ -159,6 +159,20 @@ NOVA_OPTS = (agent_opts + session_opts + vm_utils_opts + xenapi_opts + vmops_opt
              + volume_utils_opts + ovs_opts + pool_opts + console_opts)
 
 
+#: xhost's additions to the session options (Nova had no TLS or call timeout knobs).
+xhost_session_opts = [
+    cfg.StrOpt("connection_ca_file",
+               help="CA bundle (PEM) to verify the host's TLS certificate with, for https "
+                    "connection_url. Unset: the system's trusted CAs."),
+    cfg.BoolOpt("connection_insecure", default=False,
+                help="Do not verify the host's TLS certificate. Only for tests and "
+                     "self-signed hosts you cannot give a CA for."),
+    cfg.IntOpt("call_timeout", default=300, min=1,
+               help="Seconds to wait for the answer to one XenAPI call (long operations run "
+                    "as tasks and are waited for separately)."),
+]
+
+
 def _selector(key: str, help_text: str, **kwargs) -> cfg.Opt:
     role = registry.ROLES_BY_KEY[key]
     return cfg.Opt(role.option, type=xtypes.PluginName(role), default=role.default,
@@ -198,7 +212,7 @@ def all_opts() -> list[cfg.Opt]:
     global _SELECTORS
     if _SELECTORS is None:
         _SELECTORS = selector_opts()
-    return list(NOVA_OPTS) + _SELECTORS
+    return list(NOVA_OPTS) + xhost_session_opts + _SELECTORS
 
 
 #: Options Nova used to have in [xenserver] that xhost accepts silently.

@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""xhost dom0 plugin: the version handshake.
+
+xhost calls ``get_version`` once per host before any other xhost dom0 script
+and refuses to go on unless the major versions match and the host's minor
+version is at least the one xhost was shipped with.
+
+Version history (bump the minor for additions, the major for changes that
+break older xhost releases):
+
+1.0 - xhost_version, xhost_dom0lib (JSON arguments in ``args``).
+"""
+import sys
+
+import xhost_dom0lib
+
+PLUGIN_VERSION = "1.0"
+
+
+def get_version(session):
+    return {
+        "version": PLUGIN_VERSION,
+        "protocol": xhost_dom0lib.PROTOCOL,
+        "python": "%d.%d.%d" % sys.version_info[:3],
+    }
+
+
+if __name__ == "__main__":
+    xhost_dom0lib.dispatch({"get_version": get_version})
