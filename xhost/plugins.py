@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pluggy
-from stevedore import driver, named
+from stevedore import driver, extension, named
 
 from xhost import NAME, exception, hookspecs, registry
 
@@ -42,6 +42,13 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def _fresh(namespace: str) -> None:
+    # stevedore memoises entry points per namespace for the process; xhost's
+    # registry reads metadata afresh, so let stevedore agree with it (plugins
+    # installed while a long-lived process or a test session runs).
+    extension.ExtensionManager.ENTRY_POINT_CACHE.pop(namespace, None)
+
+
 def _instantiate(obj: Any, conf: cfg.ConfigOpts) -> Any:
     return obj(conf) if inspect.isclass(obj) else obj
 
@@ -61,6 +68,7 @@ def _raise_load_failure(role: registry.Role, item: registry.Installed):
 def load_role_plugin(role: registry.Role, name: str, conf: cfg.ConfigOpts) -> Any:
     """Import and instantiate the plugin ``name`` of ``role``."""
     item = registry.find(role, name)  # clear errors for unknown/duplicate names
+    _fresh(role.namespace)
     try:
         manager = driver.DriverManager(
             namespace=role.namespace,
@@ -92,6 +100,7 @@ def load_extensions(names: list[str], conf: cfg.ConfigOpts) -> list[tuple[str, A
     role = registry.EXTENSION_ROLE
     for name in names:
         registry.find(role, name)
+    _fresh(role.namespace)
     manager = named.NamedExtensionManager(
         namespace=role.namespace,
         names=names,

@@ -26,7 +26,6 @@ import contextlib
 import http.client
 import logging
 import queue
-import socket
 import ssl
 import threading
 import time
@@ -104,7 +103,7 @@ class _PooledSession:
     def _raw(self, method: str, params: tuple, timeout: float) -> Any:
         try:
             return getattr(self.xs, method)(*params)
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             self.transport.close()
             raise exception.XapiTimeout(method=method, timeout=timeout) from exc
         except ssl.SSLCertVerificationError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import socket
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
@@ -64,7 +63,7 @@ def _request(client: XapiClient, method: str, handler: str, query: dict[str, str
                         if chunk:
                             conn.send(chunk)
             response = conn.getresponse()
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             conn.close()
             raise exception.XapiTimeout(method=f"{method} /{handler}", timeout=timeout) from exc
         except (OSError, http.client.HTTPException) as exc:

@@ -61,7 +61,8 @@ class Dom0:
                                    {"args": json.dumps(kwargs)}, timeout=timeout)
         except exception.XapiFailure as exc:
             if exc.code == "XHOST_DOM0_BAD_ARGS":
-                raise Dom0Error(plugin=plugin, fn=fn, reason="bad arguments: " + " ".join(exc.params))
+                raise Dom0Error(plugin=plugin, fn=fn,
+                                reason="bad arguments: " + " ".join(exc.params)) from exc
             if exc.code == "XHOST_DOM0_ERROR":
                 reason = ": ".join(exc.params) if exc.params else "unknown error"
                 raise Dom0Error(plugin=plugin, fn=fn, reason=reason) from exc
