@@ -33,6 +33,7 @@ class XhostApp(app.App):
             deferred_help=True,
         )
         self._conf = None
+        self._plugins = {}
 
     def build_option_parser(self, description, version, argparse_kwargs=None):
         parser = super().build_option_parser(description, version, argparse_kwargs)
@@ -77,6 +78,22 @@ class XhostApp(app.App):
 
             self._conf = xconf.load(*self.config_sources())
         return self._conf
+
+
+    def plugin_host(self, roles):
+        """The plugins of ``roles`` (and the enabled extensions), loaded once."""
+        key = tuple(sorted(roles))
+        if key not in self._plugins:
+            from xhost import plugins
+
+            self._plugins[key] = plugins.load(self.conf, roles=key)
+        return self._plugins[key]
+
+    def context(self, roles, **kwargs):
+        """A :class:`xhost.context.Context` for one command."""
+        from xhost.context import Context
+
+        return Context(conf=self.conf, plugins=self.plugin_host(roles), **kwargs)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,1 @@
+"""``local``: images kept in a directory with their metadata (no set-up)."""
