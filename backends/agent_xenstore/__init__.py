@@ -1,0 +1,1 @@
+"""``xenstore``: the XenServer / Rackspace guest agent protocol over XenStore."""
