@@ -215,7 +215,7 @@ def _zeros(length: int) -> bytes:
     return block
 
 
-def _is_zero(data: Union[bytes, bytearray, memoryview]) -> bool:
+def _is_zero(data: Union[bytes, bytearray]) -> bool:
     return data == _zeros(len(data))
 
 
@@ -422,10 +422,13 @@ def _write_sparse(fd: int, offset: int,
                   data: Union[bytes, memoryview]) -> None:
     """Write ``data`` into a region that already reads as zeros, skipping
     all-zero 64 KiB pieces so they stay holes."""
-    view = memoryview(data)
+    # Compare bytes, not memoryviews: those compare item by item, ~100x
+    # slower than the memcmp bytes get.
+    raw = data if isinstance(data, bytes) else bytes(data)
+    view = memoryview(raw)
     start = None  # start of a pending run of non-zero pieces
-    for pos in range(0, len(view), SPARSE_GRANULE):
-        if _is_zero(view[pos:pos + SPARSE_GRANULE]):
+    for pos in range(0, len(raw), SPARSE_GRANULE):
+        if _is_zero(raw[pos:pos + SPARSE_GRANULE]):
             if start is not None:
                 _pwrite(fd, offset + start, view[start:pos])
                 start = None
@@ -1645,7 +1648,10 @@ def create_differencing(path: PathLike, parent_path: PathLike,
     header = DynamicHeader(FOOTER_SIZE + HEADER_SIZE, entries, block_size)
     header.parent_uuid_bytes = parent_uuid
     header.parent_timestamp = vhd_timestamp(parent_mtime)
-    header.set_parent_name(os.path.basename(parent_path), path)
+    # Like blktap, name the parent after its canonical path (no symlinks),
+    # so the header name matches the locators.
+    header.set_parent_name(os.path.basename(os.path.realpath(parent_path)),
+                           path)
     payloads = _locator_payloads(path, parent_path, absolute_locator)
     offset = FOOTER_SIZE + HEADER_SIZE + bat_bytes
     body = bytearray()
@@ -1692,8 +1698,8 @@ def set_parent(child_path: PathLike, parent_path: PathLike,
         _refuse_loop(child, parent_path)
         child.header.parent_uuid_bytes = parent_uuid
         child.header.parent_timestamp = vhd_timestamp(parent_mtime)
-        child.header.set_parent_name(os.path.basename(parent_path),
-                                     child_path)
+        child.header.set_parent_name(
+            os.path.basename(os.path.realpath(parent_path)), child_path)
         child._write_locators(_locator_payloads(child_path, parent_path,
                                                 absolute_locator))
         child._write_header()

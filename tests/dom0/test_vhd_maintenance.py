@@ -112,6 +112,22 @@ class SetParentTest(testlib.VHDTestCase):
         self.assertReads(grandchild, model)
         vhd.check(grandchild, parents=True)
 
+    def test_symlinked_parent_is_named_by_its_real_file(self):
+        parent, child, model = self.make_pair()
+        link = self.path("link.vhd")
+        os.symlink(parent, link)
+        vhd.set_parent(child, link)
+        self.assertEqual(vhd.info(child)["parent_name"], "p1.vhd")
+        self.assertEqual(locator_paths(child)[0], ("W2ru", "./p1.vhd"))
+        vhd.check(child, parents=True)
+        grandchild = self.path("gc.vhd")
+        other = self.path("link-to-child.vhd")
+        os.symlink(child, other)
+        vhd.create_differencing(grandchild, other)
+        self.assertEqual(vhd.info(grandchild)["parent_name"], "child.vhd")
+        self.assertReads(grandchild, model)
+        vhd.check(grandchild, parents=True)
+
     def test_refusals(self):
         parent, child, _ = self.make_pair()
         self.assertVHDError(lambda: vhd.set_parent(parent, child),
