@@ -47,7 +47,6 @@ size as the virtual size (not the CHS geometry) and blktap expects no batmap.
 
 # This file must run on Python 3.6 (dom0), so it keeps typing.List & co,
 # Optional[...] and %-formatting like the other dom0 scripts.
-# ruff: noqa: UP006, UP007, UP031, UP035, UP045, PYI034, FURB188, RUF007
 
 import argparse
 import array
@@ -2721,7 +2720,7 @@ def consume_stream(fileobj: BinaryIO, sink: Sink,
         sectors = min(block_size, copy.current_size - block_start
                       ) // SECTOR_SIZE
         pos = 0
-        for first, stop, present in _bitmap_runs(bitmap, 0, sectors):
+        for _first, stop, present in _bitmap_runs(bitmap, 0, sectors):
             hi = stop * SECTOR_SIZE
             if not present:
                 reader.skip_to(start + bitmap_size + hi, "block %d" % index)

@@ -439,7 +439,7 @@ class ChainTest(testlib.VHDTestCase):
         """Point ``child`` at ``parent_name`` by editing bytes only."""
         header = self.header(child)
         locators = {}
-        for index, (code, space, length, res, offset) in enumerate(
+        for index, (code, space, _length, res, offset) in enumerate(
                 header["locators"]):
             if code == struct.unpack(">I", b"W2ru")[0]:
                 data = (".\\" + parent_name).encode("utf-16-le")
@@ -619,10 +619,10 @@ class CommandLineTest(testlib.VHDTestCase):
         path = self.path("d.vhd")
         vhd.create_dynamic(path, MIB)
         # Python 3.6 has neither capture_output nor text.
-        result = subprocess.run(  # noqa: UP022
+        result = subprocess.run(
             [sys.executable, os.path.join(testlib.DOM0, "xhost_vhd.py"),
              "check", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            universal_newlines=True, check=False)  # noqa: UP021
+            universal_newlines=True, check=False)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, f"{path} is valid\n")
 
