@@ -1,3 +1,3 @@
 """Shared pytest configuration: fixtures shipped in ``xhost.testing``."""
 
-pytest_plugins = ["xhost.testing.conffixtures"]
+pytest_plugins = ["xhost.testing.conffixtures", "xhost.testing.realfixtures"]
