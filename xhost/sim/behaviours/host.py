@@ -1,0 +1,2 @@
+"""host behaviours."""
+from __future__ import annotations

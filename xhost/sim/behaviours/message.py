@@ -1,0 +1,2 @@
+"""message behaviours."""
+from __future__ import annotations

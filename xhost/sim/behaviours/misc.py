@@ -1,0 +1,2 @@
+"""misc behaviours."""
+from __future__ import annotations

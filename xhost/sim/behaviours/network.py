@@ -1,0 +1,2 @@
+"""network behaviours."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""pool behaviours."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""storage behaviours."""
+from __future__ import annotations

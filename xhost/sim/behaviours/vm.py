@@ -1,0 +1,2 @@
+"""vm behaviours."""
+from __future__ import annotations
