@@ -182,6 +182,9 @@ class Dispatcher:
 
     def _generic(self, cls: ClassSpec, spec: MessageSpec) -> Impl | None:
         kind, fld = spec.kind, spec.field
+        if kind is None and spec.name in ("get_record", "get_all", "get_all_records",
+                                          "get_all_records_where", "get_by_uuid", "destroy"):
+            kind = spec.name
         if kind is None:
             # Explicit messages shaped like field operations work on the field.
             pnames = [p.name for p in spec.params]

@@ -27,6 +27,7 @@ from .controls import Controls
 from .db import Database
 from .dispatch import Dispatcher
 from .events import EventManager, install_encoders
+from .guests import SimpleGuests
 from .http_server import HttpServer, Request
 from .persistence import Persistence
 from .plugins import PluginRegistry
@@ -100,6 +101,7 @@ class Simulator:
         self.tasks = TaskManager(self)
         self.storage = StorageDrivers(self)
         self.plugins = PluginRegistry(self)
+        self.guests = SimpleGuests(self)
         self.dispatcher = Dispatcher(self)
         self.persistence = Persistence(self.state_dir, self.db, interval=flush_interval)
         self.hosts: list[SimHost] = []
@@ -146,7 +148,7 @@ class Simulator:
         except BaseException:
             self.persistence.release()
             raise
-        LOG.info("XAPI simulator serving %s (state in %s)", self.url, self.state_dir)
+        LOG.debug("XAPI simulator serving %s (state in %s)", self.url, self.state_dir)
         return self
 
     def stop(self) -> None:
