@@ -196,6 +196,15 @@ def template_record(t: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _sr_operations(sim: Simulator, content_type: str) -> list[str]:
+    ops = sim.schema.enums["storage_operations"]
+    if content_type == "user":
+        return list(ops)
+    return [op for op in ops if op in ("vdi_introduce", "vdi_destroy", "forget", "scan",
+                                       "plug", "unplug", "update", "pbd_create",
+                                       "pbd_destroy")]
+
+
 def seed_pool(sim: Simulator) -> None:
     db = sim.db
     hostname = sim.host_name
@@ -285,16 +294,7 @@ def seed_pool(sim: Simulator) -> None:
                   name_description=desc, type=sr_type, content_type=content,
                   physical_size=size, physical_utilisation=0, virtual_allocation=0,
                   shared=shared, other_config=other, sm_config=sm_config,
-                  allowed_operations=["vdi_create", "vdi_introduce", "vdi_destroy",
-                                      "vdi_resize", "vdi_clone", "vdi_snapshot",
-                                      "vdi_mirror", "vdi_enable_cbt", "vdi_disable_cbt",
-                                      "vdi_data_destroy", "vdi_list_changed_blocks",
-                                      "vdi_set_on_boot", "vdi_blocked", "vdi_copy",
-                                      "vdi_force_unlock", "forget", "destroy", "scan",
-                                      "plug", "unplug", "update", "pbd_create",
-                                      "pbd_destroy"] if content == "user" else
-                  ["vdi_introduce", "forget", "scan", "plug", "unplug", "update",
-                   "pbd_create", "pbd_destroy"],
+                  allowed_operations=_sr_operations(sim, content),
                   clustered=False, is_tools_sr=(name == "XCP-ng Tools"))
         _add(sim, "PBD", host=host, SR=sr, device_config=device_config,
              currently_attached=True, other_config={})
@@ -326,22 +326,28 @@ def seed_pool(sim: Simulator) -> None:
     sr_update(sim, tools_sr)
 
     # -- network -------------------------------------------------------------------
-    mac = "52:54:00:" + ":".join(host_uuid.replace("-", "")[i:i + 2] for i in (0, 2, 4))
-    xenbr0 = _add(sim, "network", name_label="Pool-wide network associated with eth0",
-                  name_description="", bridge="xenbr0", MTU=1500, managed=True,
-                  other_config={}, default_locking_mode="unlocked")
-    pif_metrics = _add(sim, "PIF_metrics", carrier=True, vendor_id="8086",
-                       vendor_name="Intel Corporation", device_id="10fb",
-                       device_name="82599ES 10-Gigabit SFI/SFP+ Network Connection",
-                       speed=10000, duplex=True, pci_bus_path="0000:03:00.0",
-                       other_config={}, last_updated=now)
-    _add(sim, "PIF", device="eth0", network=xenbr0, host=host, MAC=mac, MTU=1500, VLAN=-1,
-         metrics=pif_metrics, physical=True, currently_attached=True,
-         ip_configuration_mode="DHCP", IP=sim.public_address if ":" not in sim.public_address
-         else "", netmask="255.255.255.0", gateway="", DNS="", management=True,
-         other_config={}, disallow_unplug=False, ipv6_configuration_mode="None",
-         primary_address_type="IPv4", managed=True,
-         properties={"gro": "on"}, capabilities=["fcoe"], igmp_snooping_status="unknown")
+    xenbr0 = ""
+    for index in range(2):
+        mac = "52:54:00:%02x:" % index + ":".join(
+            host_uuid.replace("-", "")[i:i + 2] for i in (0, 2))
+        net = _add(sim, "network", name_label=f"Pool-wide network associated with eth{index}",
+                   name_description="", bridge=f"xenbr{index}", MTU=1500, managed=True,
+                   other_config={}, default_locking_mode="unlocked")
+        xenbr0 = xenbr0 or net
+        pif_metrics = _add(sim, "PIF_metrics", carrier=True, vendor_id="8086",
+                           vendor_name="Intel Corporation", device_id="10fb",
+                           device_name="82599ES 10-Gigabit SFI/SFP+ Network Connection",
+                           speed=10000, duplex=True, pci_bus_path=f"0000:03:00.{index}",
+                           other_config={}, last_updated=now)
+        management = index == 0
+        _add(sim, "PIF", device=f"eth{index}", network=net, host=host, MAC=mac, MTU=1500,
+             VLAN=-1, metrics=pif_metrics, physical=True, currently_attached=management,
+             ip_configuration_mode="DHCP" if management else "None",
+             IP=sim.public_address if management and ":" not in sim.public_address else "",
+             netmask="255.255.255.0" if management else "", gateway="", DNS="",
+             management=management, other_config={}, disallow_unplug=False,
+             ipv6_configuration_mode="None", primary_address_type="IPv4", managed=True,
+             properties={"gro": "on"}, capabilities=["fcoe"], igmp_snooping_status="unknown")
     _add(sim, "network", name_label="Host internal management network",
          name_description="Network on which guests will be assigned a private link-local "
                           "IP address which can be used to talk XenAPI",

@@ -455,9 +455,7 @@ def _new_sr(ctx: CallContext, uuid: str, name_label: str, name_description: str,
     values = {"name_label": name_label, "name_description": name_description,
               "type": sr_type, "content_type": content_type, "shared": shared,
               "sm_config": sm_config, "physical_size": physical_size,
-              "allowed_operations": ["vdi_create", "vdi_destroy", "vdi_resize", "vdi_clone",
-                                     "vdi_snapshot", "vdi_introduce", "scan", "forget",
-                                     "destroy", "plug", "unplug", "update"]}
+              "allowed_operations": list(ctx.sim.schema.enums["storage_operations"])}
     if uuid:
         values["uuid"] = uuid
     return ctx.db.add("SR", spec.new_record(values))
