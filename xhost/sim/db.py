@@ -269,7 +269,14 @@ class Database:
             self.dirty = False
             return {
                 "generation": self.generation,
+                "message_generation": self.message_generation,
                 "tables": {cls: dict(t) for cls, t in self.tables.items() if t},
+                # Event bookkeeping, so tokens issued before a restart stay valid.
+                "created": dict(self.created),
+                "modified": {ref: gen for ref, (_cls, gen) in self.recent.items()},
+                "deleted": [[ref, cls, created, gone]
+                            for ref, (cls, created, gone) in self.deleted.items()],
+                "deleted_floor": self.deleted_floor,
             }
 
     def load(self, state: dict[str, Any], skip: Iterable[str] = ()) -> None:
@@ -284,8 +291,17 @@ class Database:
             self.recent.clear()
             self.deleted.clear()
             self.generation = int(state.get("generation", 0))
-            # Deletions before the restart are unknown: older tokens must resync.
-            self.deleted_floor = self.generation
+            self.message_generation = int(state.get("message_generation", 0))
+            created = state.get("created")
+            modified = state.get("modified", {})
+            if created is None:
+                # No event history stored: tokens from before must resync.
+                self.deleted_floor = self.generation
+                created = {}
+            else:
+                self.deleted_floor = int(state.get("deleted_floor", 0))
+                for ref, cls, cre, gone in state.get("deleted", []):
+                    self.deleted[ref] = (cls, cre, gone)
             for cls, table in state.get("tables", {}).items():
                 if cls not in self.tables or cls in skip:
                     continue
@@ -296,7 +312,11 @@ class Database:
                     self.ref_class[ref] = cls
                     if full.get("uuid"):
                         self.uuids[cls][full["uuid"]] = ref
-                    self.created[ref] = 0
+                    self.created[ref] = int(created.get(ref, 0))
+                    if cls in self._event_classes:
+                        self.recent[ref] = (cls, int(modified.get(ref, self.created[ref])))
+            for ref, _entry in sorted(self.recent.items(), key=lambda kv: kv[1][1]):
+                self.recent.move_to_end(ref)
             self.dirty = False
 
     @staticmethod

@@ -336,11 +336,6 @@ class Dispatcher:
             sim.sessions.check(session)
         if is_async and not entry.async_ok:
             raise ApiError("Fault", f"No async mode for this operation (rpc: {base})")
-        if controls.faults:
-            if base == "host.call_plugin" and len(args) >= 3:
-                controls.check_fault(base, plugin=args[1], fn=args[2])
-            else:
-                controls.check_fault(base)
         if is_async:
             return self._start_async(entry, name, base, args, session, host), self._task_ref
         ctx = CallContext(sim, host, session, base)
@@ -358,8 +353,14 @@ class Dispatcher:
         return value, entry.encode
 
     def _run(self, entry: Entry, ctx: CallContext, args: list[Any]) -> Any:
+        controls = self.sim.controls
+        if controls.faults:
+            # Injected faults fail the work itself: inside the task for Async calls.
+            if entry.wire == "host.call_plugin" and len(args) >= 3:
+                controls.check_fault(entry.wire, plugin=args[1], fn=args[2])
+            else:
+                controls.check_fault(entry.wire)
         if not entry.handles_latency:
-            controls = self.sim.controls
             if controls.speed > 0 or controls.latency_overrides:
                 delay = self.delay_for(entry.wire)
                 kind = entry.spec.kind

@@ -23,7 +23,15 @@ from ..guests import has_tools
 from ..xapi_types import now_datetime
 from . import behaviour
 from .network import remove_vif
-from .storage import clone_vdi, copy_vdi, create_vdi, destroy_vdi, new_vbd, sr_of_default
+from .storage import (
+    clone_vdi,
+    copy_vdi,
+    create_vdi,
+    destroy_vdi,
+    new_vbd,
+    sr_of_default,
+    vdi_update_allowed_operations,
+)
 
 MiB = 1 << 20
 
@@ -159,6 +167,8 @@ def attach_devices(ctx: CallContext, vm: str, rec: dict[str, Any]) -> None:
                                                               vrec["mode"] == "RW")
         db.update("VBD", vbd, currently_attached=True,
                   device=_device_name(vrec["userdevice"], vrec["type"]))
+        if vrec["VDI"] != NULL_REF:
+            vdi_update_allowed_operations(ctx, vrec["VDI"])
     for vif in rec["VIFs"]:
         if db.exists("VIF", vif):
             db.update("VIF", vif, currently_attached=True)
@@ -175,6 +185,8 @@ def detach_devices(ctx: CallContext, vm: str, rec: dict[str, Any]) -> None:
             if vdi is not None:
                 ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, vrec["VDI"])
         db.update("VBD", vbd, currently_attached=False, current_operations={})
+        if vrec["VDI"] != NULL_REF:
+            vdi_update_allowed_operations(ctx, vrec["VDI"])
     for vif in rec["VIFs"]:
         if db.exists("VIF", vif):
             db.update("VIF", vif, currently_attached=False, current_operations={})
