@@ -47,9 +47,13 @@ class Request:
         self.rfile = rfile
         self.sock = sock
         self.client = client
-        parts = urlsplit(target)
-        self.path = parts.path or "/"
-        self.query: dict[str, str] = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if "?" in target or "#" in target or not target.startswith("/"):
+            parts = urlsplit(target)
+            self.path = parts.path or "/"
+            self.query: dict[str, str] = dict(parse_qsl(parts.query, keep_blank_values=True))
+        else:
+            self.path = target
+            self.query = {}
         length = headers.get("content-length")
         self.content_length: int | None = int(length) if length and length.isdigit() else None
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
@@ -133,7 +137,8 @@ def send_response(sock: socket.socket, resp: Response, keep_alive: bool) -> None
             f"Content-Length: {len(resp.body)}",
             f"Content-Type: {resp.content_type}"]
     head.extend(f"{k}: {v}" for k, v in resp.headers)
-    head.append("Connection: keep-alive" if keep_alive and not resp.close else "Connection: close")
+    if not keep_alive or resp.close:
+        head.append("Connection: close")
     sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
 
 

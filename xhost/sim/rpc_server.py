@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 MAX_RPC_BODY = 300 * 1024
-CORS = [("Access-Control-Allow-Origin", "*"),
-        ("Access-Control-Allow-Headers", "X-Requested-With")]
+CORS = [("Access-Control-Allow-Origin", "*")]
 
 
 def _error_page(extra: str) -> Response:
@@ -105,7 +104,8 @@ def make_json_handler(host: SimHost):
 
 
 def handle_options(req: Request) -> Response:
-    return Response(200, b"", CORS + [("Access-Control-Allow-Methods", "POST, GET, OPTIONS"),
+    return Response(200, b"", CORS + [("Access-Control-Allow-Headers", "X-Requested-With"),
+                                      ("Access-Control-Allow-Methods", "POST, GET, OPTIONS"),
                                       ("Access-Control-Max-Age", "86400")])
 
 

@@ -9,7 +9,9 @@ which the server turns into an HTTP 500 page, as xapi does.
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 import xmlrpc.client
 from typing import Any
 from xml.parsers.expat import ExpatError
@@ -27,13 +29,44 @@ class MalformedRequest(Exception):
     """The body is not a well-formed call; answered with HTTP 500."""
 
 
+_SIMPLE_CALL = re.compile(
+    rb"\s*(?:<\?xml[^>]*\?>)?\s*<methodCall>\s*<methodName>([^<]*)</methodName>\s*"
+    rb"(?:<params>((?:\s*<param>\s*<value>(?:<string>[^<]*</string>|[^<]*)</value>"
+    rb"\s*</param>)*)\s*</params>|<params\s*/>)?\s*</methodCall>\s*", re.S)
+_SIMPLE_PARAM = re.compile(rb"<value>(?:<string>([^<]*)</string>|([^<]*))</value>")
+_ENCODING = re.compile(rb"<\?xml[^>]*encoding=[\"']([^\"']+)")
+
+
+def _text(raw: bytes) -> str:
+    text = raw.decode("utf-8")
+    return html.unescape(text) if "&" in text else text
+
+
 def parse_xml_call(body: bytes) -> tuple[str, list[Any]]:
-    """``(method, params)`` of an XML-RPC ``methodCall``."""
+    """``(method, params)`` of an XML-RPC ``methodCall``.
+
+    Calls whose parameters are all strings (most calls: a session and
+    references) are matched by a regular expression, several times cheaper
+    than a general XML-RPC unmarshaller; everything else goes through
+    ``xmlrpc.client.loads``.
+    """
+    simple = _SIMPLE_CALL.fullmatch(body)
+    if simple is not None and b"<![CDATA[" not in body:
+        enc = _ENCODING.match(body)
+        if enc is None or enc.group(1).lower() in (b"utf-8", b"utf8", b"us-ascii"):
+            try:
+                method = _text(simple.group(1)).strip()
+                params = [_text(typed or bare)
+                          for typed, bare in _SIMPLE_PARAM.findall(simple.group(2) or b"")]
+            except UnicodeDecodeError as exc:
+                raise MalformedRequest(f"XML-RPC parse error: {exc}") from exc
+            if not method:
+                raise MalformedRequest("XML-RPC parse error: methodCall has no methodName")
+            return method, params
     try:
         params, method = xmlrpc.client.loads(body, use_builtin_types=False)
-    except (ExpatError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise MalformedRequest(f"XML-RPC parse error: {exc}") from exc
-    except xmlrpc.client.ResponseError as exc:
+    except (ExpatError, ValueError, TypeError, IndexError, KeyError,
+            xmlrpc.client.ResponseError) as exc:
         raise MalformedRequest(f"XML-RPC parse error: {exc}") from exc
     if not isinstance(method, str) or not method:
         raise MalformedRequest("XML-RPC parse error: methodCall has no methodName")
