@@ -186,3 +186,26 @@ def test_cors_preflight(simulator):
     resp.read()
     assert resp.status == 200
     assert resp.getheader("Access-Control-Allow-Origin") == "*"
+
+
+def test_unix_socket_for_dom0_local_clients(tmp_path):
+    import os
+    import shutil
+
+    import XenAPI
+
+    from xhost.sim import Simulator
+
+    # XenAPI's UDS transport turns "_" in the host name into "/": no "_" in the path.
+    sockdir = f"/tmp/xhostsimsock-{os.getpid()}"
+    os.makedirs(sockdir, exist_ok=True)
+    path = f"{sockdir}/xapi.sock"
+    try:
+        with Simulator(tmp_path / "state", users={"root": "pw"}, unix_socket=path):
+            session = XenAPI.Session("http://" + path.replace("/", "_"),
+                                     transport=XenAPI.UDSTransport())
+            session.xenapi.login_with_password("root", "pw")
+            assert len(session.xenapi.pool.get_all()) == 1
+        assert not os.path.exists(path)
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -50,6 +50,13 @@ class Serve(Command):
                             help="TCP port (default 0: any free port; the URL shows it)")
         parser.add_argument("--password", metavar="PW",
                             help=f"password of user root (or set {PASSWORD_ENV})")
+        parser.add_argument("--address", metavar="ADDR",
+                            help="address clients should use (host.address, console URLs, "
+                                 "the printed URL); default: the bind address, or "
+                                 "127.0.0.1 when binding 0.0.0.0")
+        parser.add_argument("--unix-socket", metavar="PATH",
+                            help="also serve the API on this Unix socket (what dom0 tools "
+                                 "reach with XenAPI.xapi_local())")
         parser.add_argument("--tls", action="store_true",
                             help="serve HTTPS with a self-signed certificate kept in the "
                                  "state directory")
@@ -88,7 +95,8 @@ class Serve(Command):
                 auth_delay=parsed_args.auth_delay, host_name=parsed_args.host_name,
                 memory_gib=parsed_args.memory_gib, cpus=parsed_args.cpus,
                 network_backend=parsed_args.network_backend,
-                flush_interval=parsed_args.flush_interval)
+                flush_interval=parsed_args.flush_interval,
+                public_address=parsed_args.address, unix_socket=parsed_args.unix_socket)
         except ValueError as exc:
             raise SystemExit(f"xhost sim serve: {exc}") from None
         stop = threading.Event()

@@ -64,22 +64,24 @@ class Controls:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._ids = itertools.count(1)
 
     # -- counters --------------------------------------------------------------
     def count(self, method: str) -> None:
-        counters = self.counters
-        counters[method] = counters.get(method, 0) + 1
+        with self._count_lock:
+            counters = self.counters
+            counters[method] = counters.get(method, 0) + 1
 
     def read_counters(self, reset: bool = False) -> dict[str, int]:
-        with self.lock:
+        with self._count_lock:
             snapshot = dict(self.counters)
             if reset:
                 self.counters.clear()
             return snapshot
 
     def reset_counters(self) -> None:
-        with self.lock:
+        with self._count_lock:
             self.counters.clear()
 
     # -- faults ----------------------------------------------------------------

@@ -11,6 +11,7 @@ wrote the answer themselves (the data plane of part 2 does that).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -146,16 +147,25 @@ class HttpServer:
     """Accept loop plus one thread per connection."""
 
     def __init__(self, bind: str, port: int, ssl_context: ssl.SSLContext | None = None,
-                 name: str = "xapi-sim") -> None:
+                 name: str = "xapi-sim", unix_path: str | None = None) -> None:
         self.routes: dict[str, list[tuple[str, Handler]]] = {}
         self.ssl_context = ssl_context
         self.name = name
-        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((bind, port))
+        self.unix_path = unix_path
+        if unix_path is not None:
+            # dom0-local clients (XenAPI.xapi_local) talk over a Unix socket.
+            if os.path.exists(unix_path):
+                os.unlink(unix_path)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(unix_path)
+            self.address = (unix_path, 0)
+        else:
+            family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((bind, port))
+            self.address = self.sock.getsockname()[:2]
         self.sock.listen(128)
-        self.address = self.sock.getsockname()[:2]
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -202,6 +212,8 @@ class HttpServer:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.unix_path is not None and os.path.exists(self.unix_path):
+            os.unlink(self.unix_path)
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
@@ -215,7 +227,8 @@ class HttpServer:
                              name=f"{self.name}-conn", daemon=True).start()
 
     def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.unix_path is None:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
             try:
                 conn.settimeout(30)

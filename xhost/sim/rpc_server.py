@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .errors import ApiError
-from .http_server import DropConnection, Request, Response
+from .http_server import DropConnection, HttpServer, Request, Response
 from .wire import (
     MalformedRequest,
     error_page,
@@ -109,8 +109,9 @@ def handle_options(req: Request) -> Response:
                                       ("Access-Control-Max-Age", "86400")])
 
 
-def install(host: SimHost) -> None:
-    server = host.server
+def install(host: SimHost, server: HttpServer | None = None) -> None:
+    """Serve the API of ``host`` on its server (or on ``server``)."""
+    server = server or host.server
     xml = make_xml_handler(host)
     server.route("POST", "/", xml)
     server.route("POST", "/RPC2", xml)

@@ -51,6 +51,8 @@ class SimHost:
         self.public_address = public_address
         #: None for the master; the master's address for a pool member.
         self.master_address: str | None = None
+        #: The dom0-local Unix socket server (``unix_socket=``), if any.
+        self.local_server: HttpServer | None = None
 
     @property
     def url(self) -> str:
@@ -73,12 +75,14 @@ class Simulator:
                  host_name: str = "xcp-ng-sim", memory_gib: int = 64, cpus: int = 16,
                  network_backend: str = "openvswitch",
                  session_timeout: float = 24 * 3600.0, max_sessions_per_originator: int = 500,
-                 max_anonymous_sessions: int = 400, public_address: str | None = None) -> None:
+                 max_anonymous_sessions: int = 400, public_address: str | None = None,
+                 unix_socket: str | Path | None = None) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = no latency, 1 = real host)")
         if network_backend not in ("openvswitch", "bridge"):
             raise ValueError("network_backend must be 'openvswitch' or 'bridge'")
         self.state_dir = Path(state_dir)
+        self.unix_socket = str(unix_socket) if unix_socket else None
         self.bind = bind
         self.port = port
         self.tls = tls
@@ -141,6 +145,12 @@ class Simulator:
             control_http.install(host)
             seed.update_host_address(self, host)
             server.start()
+            if self.unix_socket:
+                local = HttpServer("", 0, None, name="xapi-sim-local",
+                                   unix_path=self.unix_socket)
+                rpc_server.install(host, local)
+                local.start()
+                host.local_server = local
             self.persistence.start()
             self._gc_thread = threading.Thread(target=self._gc_loop, name="sim-gc", daemon=True)
             self._gc_thread.start()
@@ -159,6 +169,8 @@ class Simulator:
         self._stop_event.set()
         for host in self.hosts:
             host.server.stop()
+            if host.local_server is not None:
+                host.local_server.stop()
         self.persistence.stop()
         self.persistence.release()
         self.hosts.clear()
