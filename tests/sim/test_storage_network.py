@@ -160,3 +160,14 @@ def test_networks_vifs_vlans_bonds(x, new_vm, fail):
     assert x.host.get_management_interface(host) == eth0
     sv = x.host.get_software_version(host)
     assert sv["network_backend"] == "openvswitch" and sv["product_version"] == "8.3.0"
+
+
+def test_vdi_introduce_and_forget(x, fail):
+    sr = local_sr(x)
+    vdi = x.VDI.introduce("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", "found", "", sr, "user",
+                          False, False, {}, "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", {}, {})
+    rec = x.VDI.get_record(vdi)
+    assert rec["uuid"] == "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b" and rec["managed"] is True
+    assert x.VDI.get_by_uuid(rec["uuid"]) == vdi
+    x.VDI.forget(vdi)
+    assert fail(x.VDI.get_record, vdi) == ["HANDLE_INVALID", "VDI", vdi]

@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import latency as latency_model
-from .errors import NULL_REF, ApiError
+from .errors import ApiError
 from .query import compile_query
 from .schema import ClassSpec, MessageSpec, fresh
 from .xapi_types import Encoder
@@ -393,12 +392,3 @@ class Dispatcher:
 
         threading.Thread(target=run, name=f"task-{base}", daemon=True).start()
         return task
-
-    @contextmanager
-    def internal_context(self, method: str = "internal") -> Iterator[CallContext]:
-        """A context for simulator-internal work (seeding, control actions)."""
-        yield CallContext(self.sim, None, None, method)
-
-
-def null_or(ref: str) -> str:
-    return ref if ref else NULL_REF

@@ -12,12 +12,10 @@ the SM driver catalogue, and the stock templates with the ``other_config``
 from __future__ import annotations
 
 import hashlib
-import socket
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from . import lifecycle
-from .errors import NULL_REF
 from .xapi_types import now_datetime
 
 if TYPE_CHECKING:
@@ -451,11 +449,3 @@ def after_restart(sim: Simulator) -> None:
                 db.update(cls, ref, current_operations={})
     for ref in db.refs("VM"):
         lifecycle.update_allowed_operations(db, ref)
-
-
-def local_hostname() -> str:
-    return socket.gethostname()
-
-
-def null(ref: str | None) -> str:
-    return ref or NULL_REF

@@ -16,7 +16,7 @@ import xmlrpc.client
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from .xapi_types import json_default, xml_escape
+from .xapi_types import xml_escape
 
 XML_SUCCESS_HEAD = (
     '<?xml version="1.0"?><methodResponse><params><param><value><struct>'
@@ -126,7 +126,7 @@ def json_success(call: JsonCall, value: Any) -> bytes:
         doc = {"jsonrpc": "2.0", "result": value, "id": call.id}
     else:
         doc = {"result": value, "error": None, "id": call.id}
-    return json.dumps(doc, default=json_default, separators=(",", ":")).encode("utf-8")
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
 def json_failure(call: JsonCall | None, description: list[str]) -> bytes:

@@ -425,8 +425,6 @@ def xml_any(value: Any) -> str:
         return "<value>" + str(value) + "</value>"
     if isinstance(value, float):
         return "<value><double>" + repr(value) + "</double></value>"
-    if isinstance(value, Prerendered):
-        return value.xml
     if isinstance(value, dict):
         return "<value><struct>" + "".join(
             "<member><name>" + xml_escape(str(k)) + "</name>" + xml_any(v) + "</member>"
@@ -440,20 +438,3 @@ def xml_any(value: Any) -> str:
 
 class Int32(int):
     """An int that XML-RPC must send as ``<i4>`` (event.from valid_ref_counts)."""
-
-
-class Prerendered:
-    """A value whose XML and JSON forms were computed by a typed encoder."""
-
-    __slots__ = ("xml", "json")
-
-    def __init__(self, xml: str, json_value: Any) -> None:
-        self.xml = xml
-        self.json = json_value
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps`` hook for the few non-JSON internal helpers."""
-    if isinstance(value, Prerendered):
-        return value.json
-    raise TypeError(f"cannot serialise {type(value).__name__}")

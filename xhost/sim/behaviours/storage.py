@@ -568,3 +568,33 @@ def pbd_destroy(ctx: CallContext, pbd: str) -> None:
     if rec["currently_attached"]:
         raise ApiError("OPERATION_NOT_ALLOWED", "PBD is currently attached")
     ctx.db.remove("PBD", pbd)
+
+
+@behaviour("VDI.introduce")
+def vdi_introduce(ctx: CallContext, uuid: str, name_label: str, name_description: str,
+                  sr: str, vdi_type: str, sharable: bool, read_only: bool,
+                  other_config: dict[str, str], location: str, xenstore_data: dict[str, str],
+                  sm_config: dict[str, str], managed: bool, virtual_size: int,
+                  physical_utilisation: int, metadata_of_pool: str, is_a_snapshot: bool,
+                  snapshot_time: str, snapshot_of: str) -> str:
+    """Make a record for a disk the storage already has (no content created)."""
+    db = ctx.db
+    db.get("SR", sr)
+    for vdi in db.get("SR", sr)["VDIs"]:
+        rec = db.find("VDI", vdi)
+        if rec is not None and location and rec["location"] == location:
+            raise ApiError("SR_BACKEND_FAILURE_67", "", "The VDI is already introduced", "")
+    spec = ctx.sim.schema.classes["VDI"]
+    values = {"name_label": name_label, "name_description": name_description, "SR": sr,
+              "type": vdi_type, "sharable": sharable, "read_only": read_only,
+              "other_config": other_config, "location": location or uuid,
+              "xenstore_data": xenstore_data, "sm_config": sm_config, "managed": managed,
+              "virtual_size": virtual_size, "physical_utilisation": physical_utilisation,
+              "metadata_of_pool": metadata_of_pool, "is_a_snapshot": is_a_snapshot,
+              "snapshot_time": snapshot_time, "snapshot_of": snapshot_of, "missing": False}
+    if uuid:
+        values["uuid"] = uuid
+    ref = db.add("VDI", spec.new_record(values))
+    vdi_update_allowed_operations(ctx, ref)
+    sr_update(ctx.sim, sr)
+    return ref
