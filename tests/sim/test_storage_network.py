@@ -171,3 +171,38 @@ def test_vdi_introduce_and_forget(x, fail):
     assert x.VDI.get_by_uuid(rec["uuid"]) == vdi
     x.VDI.forget(vdi)
     assert fail(x.VDI.get_record, vdi) == ["HANDLE_INVALID", "VDI", vdi]
+
+
+def test_device_allowed_operations_follow_the_vm(x, new_vm):
+    vm = new_vm("devops")
+    vbd = x.VM.get_VBDs(vm)[0]
+    vif = x.VM.get_VIFs(vm)[0]
+    assert x.VBD.get_allowed_operations(vbd) == ["attach"]
+    assert x.VIF.get_allowed_operations(vif) == ["attach"]
+    x.VM.start(vm, False, False)
+    assert set(x.VBD.get_allowed_operations(vbd)) == {"unplug", "unplug_force"}
+    assert x.VIF.get_allowed_operations(vif) == ["unplug"]
+    x.VBD.unplug(vbd)
+    assert x.VBD.get_allowed_operations(vbd) == ["plug"]
+    x.VM.hard_shutdown(vm)
+    assert x.VBD.get_allowed_operations(vbd) == ["attach"]
+
+
+def test_vdi_operations_are_exclusive(simulator, x, fail):
+    import time
+
+    sr = local_sr(x)
+    vdi = x.VDI.create(vdi_record(sr))
+    simulator.controls.set_latency("VDI.copy", 0.8)
+    task = x.Async.VDI.copy(vdi, sr)
+    deadline = time.time() + 5
+    while not x.VDI.get_current_operations(vdi) and time.time() < deadline:
+        time.sleep(0.01)
+    assert x.VDI.get_current_operations(vdi) == {task: "copy"}
+    assert fail(x.VDI.snapshot, vdi) == ["OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, "copy", task]
+    assert fail(x.VDI.destroy, vdi) == ["OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, "copy", task]
+    while x.task.get_status(task) == "pending":
+        time.sleep(0.02)
+    assert x.task.get_status(task) == "success"
+    assert x.VDI.get_current_operations(vdi) == {}
+    assert "snapshot" in x.VDI.get_allowed_operations(vdi)

@@ -7,6 +7,8 @@ are also what the VM behaviours use to clone, copy and snapshot disks.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..dispatch import CallContext
@@ -67,6 +69,32 @@ def vdi_update_allowed_operations(ctx: CallContext, vdi: str) -> None:
             ops.append(op)
         if ops != rec["allowed_operations"]:
             db.update("VDI", vdi, allowed_operations=ops)
+
+
+def vbd_update_allowed_operations(ctx: CallContext, vbd: str) -> None:
+    """xapi's rules: plug/unplug while the VM runs, attach while halted,
+    insert/eject for CD drives."""
+    db = ctx.db
+    with db.lock:
+        rec = db.find("VBD", vbd)
+        if rec is None:
+            return
+        vm = db.find("VM", rec["VM"])
+        power = vm["power_state"] if vm is not None else "Halted"
+        ops: list[str] = []
+        if not rec["current_operations"]:
+            if power == "Running":
+                if rec["currently_attached"]:
+                    ops += (["unplug", "unplug_force"] if rec["unpluggable"]
+                            else ["unplug_force"])
+                else:
+                    ops.append("plug")
+            elif power == "Halted":
+                ops.append("attach")
+            if rec["type"] == "CD" and power in ("Running", "Halted"):
+                ops.append("insert" if rec["empty"] else "eject")
+        if ops != rec["allowed_operations"]:
+            db.update("VBD", vbd, allowed_operations=ops)
 
 
 def _check_size(ctx: CallContext, sr: str, srec: dict[str, Any], size: int,
@@ -213,15 +241,38 @@ def _create_vbd(ctx: CallContext, values: dict[str, Any]) -> str:
     rec = spec.new_record(dict(values, userdevice=device, metrics=metrics,
                                empty=values["empty"] or vdi == NULL_REF,
                                currently_attached=False, device=""))
-    rec["allowed_operations"] = (["attach", "insert" if rec["empty"] else "eject"]
-                                 if rec["type"] == "CD" else ["attach"])
     ref = db.add("VBD", rec)
+    vbd_update_allowed_operations(ctx, ref)
     if vdi != NULL_REF:
         vdi_update_allowed_operations(ctx, vdi)
     return ref
 
 
 # -- VDI -------------------------------------------------------------------------
+
+@contextmanager
+def vdi_operation(ctx: CallContext, vdi: str, op: str) -> Iterator[dict[str, Any]]:
+    """Hold ``op`` in the VDI's current_operations for the call's duration;
+    a second operation meanwhile gets OTHER_OPERATION_IN_PROGRESS."""
+    db = ctx.db
+    key = ctx.op_key
+    with db.lock:
+        rec = db.get("VDI", vdi)
+        if rec["current_operations"]:
+            task, cur = next(iter(rec["current_operations"].items()))
+            raise ApiError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, cur, task)
+        db.update("VDI", vdi, current_operations={key: op})
+        vdi_update_allowed_operations(ctx, vdi)
+    try:
+        yield rec
+    finally:
+        with db.lock:
+            if db.exists("VDI", vdi):
+                ops = dict(db.get("VDI", vdi)["current_operations"])
+                ops.pop(key, None)
+                db.update("VDI", vdi, current_operations=ops)
+                vdi_update_allowed_operations(ctx, vdi)
+
 
 @behaviour("VDI.create", latency=True)
 def vdi_create(ctx: CallContext, record: dict[str, Any]) -> str:
@@ -246,14 +297,16 @@ def vdi_destroy(ctx: CallContext, vdi: str) -> None:
 
 @behaviour("VDI.clone", latency=True, cancellable=True)
 def vdi_clone(ctx: CallContext, vdi: str, driver_params: dict[str, str]) -> str:
-    ctx.work()
-    return clone_vdi(ctx, vdi, snapshot=False, driver_params=driver_params)
+    with vdi_operation(ctx, vdi, "clone"):
+        ctx.work()
+        return clone_vdi(ctx, vdi, snapshot=False, driver_params=driver_params)
 
 
 @behaviour("VDI.snapshot", latency=True, cancellable=True)
 def vdi_snapshot(ctx: CallContext, vdi: str, driver_params: dict[str, str]) -> str:
-    ctx.work()
-    return clone_vdi(ctx, vdi, snapshot=True, driver_params=driver_params)
+    with vdi_operation(ctx, vdi, "snapshot"):
+        ctx.work()
+        return clone_vdi(ctx, vdi, snapshot=True, driver_params=driver_params)
 
 
 @behaviour("VDI.copy", latency=True, cancellable=True)
@@ -264,9 +317,9 @@ def vdi_copy(ctx: CallContext, vdi: str, sr: str, base_vdi: str, into_vdi: str) 
         db.get("VDI", base_vdi)
     if into_vdi == NULL_REF and sr == NULL_REF:
         raise ApiError("HANDLE_INVALID", "SR", sr)
-    ctx.cancellable()
-    ctx.work()
-    return copy_vdi(ctx, vdi, sr, into_vdi)
+    with vdi_operation(ctx, vdi, "copy"):
+        ctx.work()
+        return copy_vdi(ctx, vdi, sr, into_vdi)
 
 
 def _resize(ctx: CallContext, vdi: str, size: int, online: bool) -> None:
@@ -282,8 +335,9 @@ def _resize(ctx: CallContext, vdi: str, size: int, online: bool) -> None:
     _check_size(ctx, rec["SR"], srec, size - rec["virtual_size"], vdi)
     if size > VHD_MAX_SIZE and ctx.sim.storage.for_sr(rec["SR"]).vdi_type == "vhd":
         raise ApiError("VDI_TOO_LARGE", vdi, VHD_MAX_SIZE)
-    ctx.work()
-    updates = ctx.sim.storage.for_sr(rec["SR"]).vdi_resize(ctx, rec["SR"], vdi, rec, size)
+    with vdi_operation(ctx, vdi, "resize_online" if online else "resize"):
+        ctx.work()
+        updates = ctx.sim.storage.for_sr(rec["SR"]).vdi_resize(ctx, rec["SR"], vdi, rec, size)
     db.update("VDI", vdi, **updates)
     sr_update(ctx.sim, rec["SR"])
 
@@ -358,6 +412,7 @@ def vbd_plug(ctx: CallContext, vbd: str) -> None:
         ctx.sim.storage.for_sr(vdi["SR"]).vdi_attach(ctx, rec["VDI"], rec["mode"] == "RW")
     db.update("VBD", vbd, currently_attached=True,
               device=_device_name(rec["userdevice"], rec["type"]))
+    vbd_update_allowed_operations(ctx, vbd)
     if rec["VDI"] != NULL_REF:
         vdi_update_allowed_operations(ctx, rec["VDI"])
 
@@ -375,6 +430,7 @@ def _unplug(ctx: CallContext, vbd: str, force: bool) -> None:
         if vdi is not None:
             ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, rec["VDI"])
     db.update("VBD", vbd, currently_attached=False)
+    vbd_update_allowed_operations(ctx, vbd)
     if rec["VDI"] != NULL_REF:
         vdi_update_allowed_operations(ctx, rec["VDI"])
 
@@ -399,7 +455,8 @@ def vbd_insert(ctx: CallContext, vbd: str, vdi: str) -> None:
     if not rec["empty"]:
         raise ApiError("VBD_NOT_EMPTY", vbd)
     ctx.work()
-    db.update("VBD", vbd, VDI=vdi, empty=False, allowed_operations=["attach", "eject"])
+    db.update("VBD", vbd, VDI=vdi, empty=False)
+    vbd_update_allowed_operations(ctx, vbd)
     vdi_update_allowed_operations(ctx, vdi)
 
 
@@ -413,7 +470,8 @@ def vbd_eject(ctx: CallContext, vbd: str) -> None:
         raise ApiError("VBD_IS_EMPTY", vbd)
     ctx.work()
     old = rec["VDI"]
-    db.update("VBD", vbd, VDI=NULL_REF, empty=True, allowed_operations=["attach", "insert"])
+    db.update("VBD", vbd, VDI=NULL_REF, empty=True)
+    vbd_update_allowed_operations(ctx, vbd)
     if old != NULL_REF:
         vdi_update_allowed_operations(ctx, old)
 

@@ -22,7 +22,7 @@ from ..errors import NULL_REF, ApiError
 from ..guests import has_tools
 from ..xapi_types import now_datetime
 from . import behaviour
-from .network import remove_vif
+from .network import remove_vif, vif_update_allowed_operations
 from .storage import (
     clone_vdi,
     copy_vdi,
@@ -30,6 +30,7 @@ from .storage import (
     destroy_vdi,
     new_vbd,
     sr_of_default,
+    vbd_update_allowed_operations,
     vdi_update_allowed_operations,
 )
 
@@ -69,7 +70,16 @@ def operation(ctx: CallContext, vm: str, op: str) -> Iterator[dict[str, Any]]:
 
 
 def refresh(ctx: CallContext, vm: str) -> None:
-    lifecycle.update_allowed_operations(ctx.db, vm)
+    """Recompute allowed_operations of the VM and of its devices."""
+    db = ctx.db
+    lifecycle.update_allowed_operations(db, vm)
+    rec = db.find("VM", vm)
+    if rec is None:
+        return
+    for vbd in rec["VBDs"]:
+        vbd_update_allowed_operations(ctx, vbd)
+    for vif in rec["VIFs"]:
+        vif_update_allowed_operations(ctx, vif)
 
 
 # -- memory accounting -----------------------------------------------------------
