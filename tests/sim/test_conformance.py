@@ -277,3 +277,25 @@ def test_schema_covers_the_whole_datamodel():
     assert sum(len(c.messages) for c in SCHEMA.classes.values()) >= 1828
     for cls in MODELLED_CLASSES:
         assert cls in SCHEMA.classes
+
+
+EXPLICIT = [(c, m.name) for c in MODELLED_CLASSES for m in SCHEMA.classes[c].messages.values()
+            if not m.implicit and m.session]
+
+
+@pytest.mark.parametrize("cls,name", EXPLICIT, ids=[f"{c}.{n}" for c, n in EXPLICIT])
+def test_explicit_message_arity(world, cls, name):
+    msg = SCHEMA.classes[cls].messages[name]
+    wire = f"{cls}.{name}"
+    mandatory = msg.n_mandatory
+    if mandatory:
+        details = failure(world.xenapi_request, wire, tuple(["x"] * (mandatory - 1)))
+        assert details == ["MESSAGE_PARAMETER_COUNT_MISMATCH", wire, str(mandatory),
+                           str(mandatory - 1)]
+    if not msg.has_defaults:
+        details = failure(world.xenapi_request, wire, tuple(["x"] * (mandatory + 1)))
+        assert details == ["MESSAGE_PARAMETER_COUNT_MISMATCH", wire, str(mandatory),
+                           str(mandatory + 1)]
+    if msg.async_ok and mandatory:
+        details = failure(world.xenapi_request, "Async." + wire, tuple(["x"] * (mandatory - 1)))
+        assert details[0] == "MESSAGE_PARAMETER_COUNT_MISMATCH"

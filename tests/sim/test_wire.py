@@ -209,3 +209,17 @@ def test_unix_socket_for_dom0_local_clients(tmp_path):
         assert not os.path.exists(path)
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_expect_100_continue(simulator):
+    import socket
+
+    parts = urllib.parse.urlsplit(simulator.url)
+    body = xmlrpc.client.dumps((SIM_USER, SIM_PASSWORD), "session.login_with_password").encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200 OK") and b"Success" in reply

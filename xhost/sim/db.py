@@ -60,6 +60,7 @@ class Database:
         self.waiters = 0
         self.dirty = False
         self._event_classes = {c.name for c in schema.table_classes() if c.events}
+        self._fields = {c.name: frozenset(c.fields) for c in schema.table_classes()}
         self._on_destroy: list[Callable[[str, str, dict[str, Any]], None]] = []
 
     # -- reading -------------------------------------------------------------
@@ -116,6 +117,11 @@ class Database:
     def add(self, cls: str, record: dict[str, Any], ref: str | None = None) -> str:
         """Store a complete new record; fills uuid, keeps relations."""
         spec = self.schema.classes[cls]
+        if len(record) != len(spec.fields) or not self._fields[cls].issuperset(record):
+            missing = set(spec.fields) - set(record)
+            extra = set(record) - set(spec.fields)
+            raise ApiError("INTERNAL_ERROR", f"{cls} record: missing {sorted(missing)}, "
+                                             f"unknown {sorted(extra)}")
         with self.lock:
             ref = ref or new_ref()
             if ref in self.ref_class:
@@ -144,6 +150,10 @@ class Database:
 
     def update(self, cls: str, ref: str, **changes: Any) -> dict[str, Any]:
         """Replace fields of ``ref``; returns the new record."""
+        fields = self._fields[cls]
+        for name in changes:
+            if name not in fields:
+                raise ApiError("INTERNAL_ERROR", f"{cls} has no field {name}")
         with self.lock:
             old = self.get(cls, ref)
             new = dict(old)

@@ -280,6 +280,9 @@ class HttpServer:
             name, _, value = hline.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         req = Request(method.upper(), target, version, headers, rfile, conn, addr)
+        if headers.get("expect", "").lower() == "100-continue" and not req.body_done:
+            # curl and other uploaders wait for this before sending a large body.
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             if self.before_request is not None:
                 self.before_request(req)
