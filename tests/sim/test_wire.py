@@ -223,3 +223,14 @@ def test_expect_100_continue(simulator):
         sock.sendall(body)
         reply = sock.recv(65536)
         assert reply.startswith(b"HTTP/1.1 200 OK") and b"Success" in reply
+
+
+def test_get_root_serves_a_page_and_unknown_paths_404(simulator):
+    import urllib.error
+    import urllib.request
+
+    with urllib.request.urlopen(simulator.url + "/", timeout=10) as resp:
+        assert resp.status == 200 and b"XCP-ng 8.3" in resp.read()
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(simulator.url + "/nothing-here", timeout=10)
+    assert info.value.code == 404

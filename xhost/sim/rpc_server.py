@@ -109,6 +109,21 @@ def handle_options(req: Request) -> Response:
                                       ("Access-Control-Max-Age", "86400")])
 
 
+def make_welcome_handler(host: SimHost):
+    def welcome(req: Request) -> Response:
+        if req.path != "/":
+            return Response(404, b"<html><body><h1>HTTP 404 not found</h1></body></html>",
+                            content_type="text/html")
+        rec = host.sim.db.get("host", host.host_ref)
+        page = (f"<html><head><title>XCP-ng</title></head><body><h1>XCP-ng "
+                f"{rec['software_version'].get('product_version_text', '')}</h1>"
+                f"<p>{rec['name_label']} ({rec['address']}): simulated by xhost. "
+                f"XenAPI at <code>/</code> (XML-RPC) and <code>/jsonrpc</code>.</p>"
+                f"</body></html>")
+        return Response(200, page.encode(), content_type="text/html")
+    return welcome
+
+
 def install(host: SimHost, server: HttpServer | None = None) -> None:
     """Serve the API of ``host`` on its server (or on ``server``)."""
     server = server or host.server
@@ -117,3 +132,4 @@ def install(host: SimHost, server: HttpServer | None = None) -> None:
     server.route("POST", "/RPC2", xml)
     server.route("POST", "/jsonrpc", make_json_handler(host))
     server.route("OPTIONS", "/", handle_options)
+    server.route("GET", "/", make_welcome_handler(host))
