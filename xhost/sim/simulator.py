@@ -67,7 +67,25 @@ class SimHost:
 
 
 class Simulator:
-    """A simulated XCP-ng 8.3 host (pool of one), served over HTTP(S)."""
+    """A simulated XCP-ng 8.3 host (pool of one), served over HTTP(S).
+
+    :param state_dir: directory of the persistent state (created if missing;
+        a previous state is resumed).  One running simulator per directory.
+    :param bind: address to listen on; ``port`` 0 picks a free port.
+    :param users: user name -> password (default ``{"root": "secret"}``).
+    :param tls: serve HTTPS with a self-signed certificate kept in the state
+        directory.
+    :param speed: latency factor (0: no waiting; 1: like a real host).
+    :param auth_delay: seconds before a failed login is answered (xapi: 5).
+    :param flush_interval: seconds between writes of changed state.
+    :param host_name, memory_gib, cpus, network_backend: shape of a freshly
+        seeded host (ignored when resuming a state directory).
+    :param session_timeout, max_sessions_per_originator, max_anonymous_sessions:
+        xapi's session limits (24 h, 500, 400).
+    :param public_address: address advertised to clients (``host.address``,
+        console URLs, :attr:`url`); default: the bind address.
+    :param unix_socket: also serve the API on this Unix socket path.
+    """
 
     def __init__(self, state_dir: str | Path, *, bind: str = "127.0.0.1", port: int = 0,
                  users: dict[str, str] | None = None, tls: bool = False, speed: float = 0.0,
@@ -79,6 +97,8 @@ class Simulator:
                  unix_socket: str | Path | None = None) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = no latency, 1 = real host)")
+        if users is not None and not users:
+            raise ValueError("users must name at least one user, e.g. {'root': 'secret'}")
         if network_backend not in ("openvswitch", "bridge"):
             raise ValueError("network_backend must be 'openvswitch' or 'bridge'")
         self.state_dir = Path(state_dir)
