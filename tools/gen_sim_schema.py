@@ -271,6 +271,7 @@ def build(source: Path) -> tuple[dict, dict]:
                 "implicit": msg["implicit"],
                 "async": is_async,
                 "errors": sorted(set(msg["errors"])),
+                "roles": msg["roles"],
             })
         out_classes.append({
             "name": name,

@@ -28,7 +28,8 @@ def served(tmp_path):
     state = tmp_path / "state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir", str(state),
-         "--password", PW, "--auth-delay", "0", "--port", "0"],
+         "--password", PW, "--auth-delay", "0", "--port", "0",
+         "--user", "viewer:v:read-only"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     yield proc, url, state
@@ -80,6 +81,12 @@ def test_control_commands(served):
     assert latency["speed"] == 0.5
     xhost("sim", "drop-connections", "--count", "1", env=env)
     assert "state written" in xhost("sim", "flush", env=env).stdout
+    viewer = XenAPI.Session(url)
+    viewer.xenapi.login_with_password("viewer", "v")
+    assert viewer.xenapi.VM.get_all()
+    with pytest.raises(XenAPI.Failure) as info:
+        viewer.xenapi.VM.set_name_label(viewer.xenapi.VM.get_all()[0], "x")
+    assert info.value.details[0] == "RBAC_PERMISSION_DENIED"
     bad = xhost("sim", "status", env={"XHOST_SIM_URL": url, "XHOST_SIM_PASSWORD": "no"},
                 check=False)
     assert bad.returncode != 0 and "401" in bad.stderr

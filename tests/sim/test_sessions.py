@@ -99,3 +99,23 @@ def test_unknown_method_with_bad_session_reports_session_first(simulator):
     assert raw.VM.frobnicate("OpaqueRef:bad")["ErrorDescription"] == \
         ["SESSION_INVALID", "OpaqueRef:bad"]
     assert raw.VM.frobnicate()["ErrorDescription"] == ["MESSAGE_METHOD_UNKNOWN", "VM.frobnicate"]
+
+
+def test_rbac_roles_of_non_root_users(tmp_path, fail):
+    users = {"root": "pw", "viewer": ("v", "read-only"), "op": ("o", "vm-operator")}
+    with Simulator(tmp_path / "s", users=users) as sim:
+        viewer = XenAPI.Session(sim.url)
+        viewer.xenapi.login_with_password("viewer", "v")
+        vm = viewer.xenapi.VM.get_by_name_label("Debian Bookworm 12")[0]
+        assert viewer.xenapi.VM.get_record(vm)["name_label"] == "Debian Bookworm 12"
+        details = fail(viewer.xenapi.VM.clone, vm, "nope")
+        assert details[0] == "RBAC_PERMISSION_DENIED" and details[1] == "vm.clone"
+        assert details[2].startswith("No permission in user session. (Roles with this "
+                                     "permission: pool-admin, pool-operator")
+        assert "read-only" not in details[2]
+        op = XenAPI.Session(sim.url)
+        op.xenapi.login_with_password("op", "o")
+        assert fail(op.xenapi.VM.set_name_label, vm, "x")[0] == "RBAC_PERMISSION_DENIED"
+        assert sim.sessions.role(op._session) == "vm-operator"
+    with pytest.raises(ValueError, match="unknown role"):
+        Simulator(tmp_path / "t", users={"x": ("y", "superuser")})

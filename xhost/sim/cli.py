@@ -50,6 +50,10 @@ class Serve(Command):
                             help="TCP port (default 0: any free port; the URL shows it)")
         parser.add_argument("--password", metavar="PW",
                             help=f"password of user root (or set {PASSWORD_ENV})")
+        parser.add_argument("--user", action="append", default=[], metavar="NAME:PW[:ROLE]",
+                            help="another user, optionally with an RBAC role (pool-admin, "
+                                 "pool-operator, vm-power-admin, vm-admin, vm-operator, "
+                                 "read-only); repeatable")
         parser.add_argument("--address", metavar="ADDR",
                             help="address clients should use (host.address, console URLs, "
                                  "the printed URL); default: the bind address, or "
@@ -88,10 +92,18 @@ class Serve(Command):
                              f"or the {PASSWORD_ENV} environment variable")
         if not 0 <= parsed_args.port <= 65535:
             raise SystemExit("xhost sim serve: --port must be between 0 and 65535")
+        users: dict[str, Any] = {"root": password}
+        for spec in parsed_args.user:
+            name, _, rest = spec.partition(":")
+            pw, _, role = rest.partition(":")
+            if not name or not pw or name == "root":
+                raise SystemExit(f"xhost sim serve: --user {name or spec!r}: expected "
+                                 "NAME:PASSWORD[:ROLE] for a user other than root")
+            users[name] = (pw, role or "pool-admin")
         try:
             sim = Simulator(
                 parsed_args.state_dir, bind=parsed_args.bind, port=parsed_args.port,
-                users={"root": password}, tls=parsed_args.tls, speed=parsed_args.speed,
+                users=users, tls=parsed_args.tls, speed=parsed_args.speed,
                 auth_delay=parsed_args.auth_delay, host_name=parsed_args.host_name,
                 memory_gib=parsed_args.memory_gib, cpus=parsed_args.cpus,
                 network_backend=parsed_args.network_backend,

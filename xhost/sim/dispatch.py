@@ -353,6 +353,13 @@ class Dispatcher:
 
     def _run(self, entry: Entry, ctx: CallContext, args: list[Any]) -> Any:
         controls = self.sim.controls
+        if ctx.session is not None and entry.spec.roles:
+            role = self.sim.sessions.role(ctx.session)
+            if role != "pool-admin" and role not in entry.spec.roles:
+                raise ApiError(
+                    "RBAC_PERMISSION_DENIED", entry.wire.lower(),
+                    "No permission in user session. (Roles with this permission: "
+                    + ", ".join(r for r in entry.spec.roles if r != "client-cert") + ")")
         if controls.faults:
             # Injected faults fail the work itself: inside the task for Async calls.
             if entry.wire == "host.call_plugin" and len(args) >= 3:

@@ -87,6 +87,8 @@ class MessageSpec:
     #: get, set, map_add, map_remove, set_add, set_remove; None if explicit.
     kind: str | None = None
     field: str | None = None
+    #: RBAC roles allowed to call the message (all of them for root).
+    roles: tuple[str, ...] = ()
 
     @property
     def wire(self) -> str:
@@ -176,7 +178,7 @@ class Schema:
                 cls=cls["name"], name=m["name"], params=params,
                 result=types.parse(m["result"]), implicit=m["implicit"],
                 async_ok=m["async"], session=m["session"], errors=m["errors"],
-                n_mandatory=n_mandatory)
+                n_mandatory=n_mandatory, roles=tuple(m.get("roles", ())))
             if m["implicit"]:
                 spec.kind, spec.field = self._implicit_kind(spec.name, fields)
             messages[spec.name] = spec
@@ -191,7 +193,7 @@ class Schema:
                 cls=cls["name"], name="get_all_records_where",
                 params=[ParamSpec("expr", expr, False, None, types.decoder(expr, "expr"))],
                 result=base.result, implicit=True, async_ok=False, session=True,
-                errors=[], n_mandatory=1, kind="get_all_records_where")
+                errors=[], n_mandatory=1, kind="get_all_records_where", roles=base.roles)
         return ClassSpec(name=cls["name"], fields=fields, messages=messages,
                          enums={k: tuple(v) for k, v in cls["enums"].items()},
                          events=cls["events"], is_table=is_table)

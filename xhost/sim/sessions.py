@@ -28,21 +28,38 @@ LOG = logging.getLogger(__name__)
 LAST_ACTIVE_RESOLUTION = 60.0
 
 
+#: xapi's RBAC roles, most to least privileged.
+ROLES = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin", "vm-operator",
+         "read-only")
+
+UserSpec = str | tuple[str, str]
+
+
 @dataclass
 class _Meta:
     group: str
     last_seen: float
     last_written: float
     local: bool
+    role: str = "pool-admin"
 
 
 class SessionManager:
-    def __init__(self, sim: Simulator, users: dict[str, str], *, auth_delay: float = 0.0,
+    def __init__(self, sim: Simulator, users: dict[str, UserSpec], *, auth_delay: float = 0.0,
                  inactive_timeout: float = 24 * 3600.0, max_per_originator: int = 500,
                  max_anonymous: int = 400) -> None:
         self.sim = sim
         self.db = sim.db
-        self.users = dict(users)
+        self.users: dict[str, str] = {}
+        #: user -> RBAC role; root is the local superuser and bypasses RBAC.
+        self.roles: dict[str, str] = {}
+        for name, spec in users.items():
+            password, role = (spec, "pool-admin") if isinstance(spec, str) else spec
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r} for user {name!r}; choose one of "
+                                 f"{', '.join(ROLES)}")
+            self.users[name] = password
+            self.roles[name] = role
         self.auth_delay = auth_delay
         self.inactive_timeout = inactive_timeout
         self.max_per_originator = max_per_originator
@@ -81,8 +98,9 @@ class SessionManager:
             group, limit = "", self.max_anonymous
         mono = time.monotonic()
         evicted: list[str] = []
+        role = "pool-admin" if uname == "root" else self.roles.get(uname, "pool-admin")
         with self._lock:
-            self._meta[ref] = _Meta(group, mono, mono, local)
+            self._meta[ref] = _Meta(group, mono, mono, local, role)
             members = self._groups.setdefault(group, OrderedDict())
             members[ref] = None
             while len(members) > limit:
@@ -135,6 +153,11 @@ class SessionManager:
             except ApiError:
                 raise ApiError("SESSION_INVALID", ref) from None
 
+    def role(self, ref: str) -> str:
+        """The RBAC role of a session ("pool-admin" for root)."""
+        meta = self._meta.get(ref)
+        return meta.role if meta is not None else "pool-admin"
+
     def is_local(self, ref: str) -> bool:
         meta = self._meta.get(ref)
         return bool(meta and meta.local)
@@ -158,5 +181,6 @@ class SessionManager:
                 user = rec.get("auth_user_name", "")
                 group = ("originator:" + originator if originator
                          else "" if user == "root" else "user:" + user)
-                self._meta[ref] = _Meta(group, mono, mono, False)
+                role = "pool-admin" if user == "root" else self.roles.get(user, "pool-admin")
+                self._meta[ref] = _Meta(group, mono, mono, False, role)
                 self._groups.setdefault(group, OrderedDict())[ref] = None

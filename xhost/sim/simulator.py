@@ -32,7 +32,7 @@ from .http_server import HttpServer, Request
 from .persistence import Persistence
 from .plugins import PluginRegistry
 from .schema import Schema, load_schema
-from .sessions import SessionManager
+from .sessions import SessionManager, UserSpec
 from .storage_drivers import StorageDrivers
 from .tasks import TaskManager
 
@@ -72,7 +72,9 @@ class Simulator:
     :param state_dir: directory of the persistent state (created if missing;
         a previous state is resumed).  One running simulator per directory.
     :param bind: address to listen on; ``port`` 0 picks a free port.
-    :param users: user name -> password (default ``{"root": "secret"}``).
+    :param users: user name -> password, or -> ``(password, role)`` with an
+        RBAC role (``pool-admin`` ... ``read-only``; default pool-admin; root
+        always has every permission).  Default ``{"root": "secret"}``.
     :param tls: serve HTTPS with a self-signed certificate kept in the state
         directory.
     :param speed: latency factor (0: no waiting; 1: like a real host).
@@ -88,7 +90,8 @@ class Simulator:
     """
 
     def __init__(self, state_dir: str | Path, *, bind: str = "127.0.0.1", port: int = 0,
-                 users: dict[str, str] | None = None, tls: bool = False, speed: float = 0.0,
+                 users: dict[str, UserSpec] | None = None, tls: bool = False,
+                 speed: float = 0.0,
                  auth_delay: float = 0.0, flush_interval: float = 1.0,
                  host_name: str = "xcp-ng-sim", memory_gib: int = 64, cpus: int = 16,
                  network_backend: str = "openvswitch",
