@@ -1,7 +1,7 @@
 """The control endpoint of a running simulator: ``/sim/...`` (JSON).
 
-Authentication: HTTP basic auth with a simulator user (``root`` and its
-password) or ``?session_id=`` of a live session.  Endpoints:
+Authentication: HTTP basic auth with a pool-admin simulator user (``root``
+and its password) or ``?session_id=`` of such a user's live session.  Endpoints:
 
 =======  ==========================  ===================================================
 method   path                        effect
@@ -66,14 +66,15 @@ def _authenticated(host: SimHost, req: Request) -> bool:
             user, _, pwd = base64.b64decode(auth[6:]).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return sim.sessions.users.get(user) == pwd and user in sim.sessions.users
+        return (user in sim.sessions.users and sim.sessions.users[user] == pwd
+                and sim.sessions.roles.get(user) == "pool-admin")
     session = req.query.get("session_id")
     if session:
         try:
             sim.sessions.check(session)
         except ApiError:
             return False
-        return True
+        return sim.sessions.role(session) == "pool-admin"
     return False
 
 
