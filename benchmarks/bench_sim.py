@@ -9,7 +9,9 @@ The simulator runs in its own process (``xhost sim serve``, speed 0), like a
 real host, so client and server do not share a GIL.  Figures printed:
 
 * cheap calls/s through one keep-alive ``XenAPI.Session`` (``VM.get_name_label``,
-  ``host.get_API_version_major``, ``pool.get_all`` in turn);
+  ``host.get_API_version_major``, ``pool.get_all`` in turn), next to the same
+  client against a server that does no work at all (what the machine's client
+  and TCP stack allow: the ceiling for any server);
 * the same with N client processes in parallel (aggregate calls/s);
 * ``VM.get_all_records`` with ``--vms`` VMs: wall time of the whole call as
   the client sees it (request, server encoding, transfer, client parsing),
@@ -46,6 +48,61 @@ def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
     if not url:
         raise SystemExit("the simulator did not start")
     return proc, url
+
+
+_CANNED = (b'<?xml version="1.0"?><methodResponse><params><param><value><struct><member>'
+           b"<name>Status</name><value>Success</value></member><member><name>Value</name>"
+           b"<value>OpaqueRef:0</value></member></struct></value></param></params>"
+           b"</methodResponse>")
+
+
+def _floor_server(port_queue: multiprocessing.Queue) -> None:
+    """A server that answers every request with a canned XAPI success and no
+    work at all: the best rate this machine's client and TCP stack allow."""
+    import socket
+    import threading
+
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/xml\r\n\r\n"
+             % len(_CANNED)) + _CANNED
+
+    def serve(conn: socket.socket) -> None:
+        rfile = conn.makefile("rb")
+        while rfile.readline():
+            length = 0
+            while True:
+                header = rfile.readline()
+                if header in (b"\r\n", b""):
+                    break
+                if header.lower().startswith(b"content-length"):
+                    length = int(header.split(b":")[1])
+            rfile.read(length)
+            conn.sendall(reply)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port_queue.put(sock.getsockname()[1])
+    while True:
+        conn, _ = sock.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def floor_rate(calls: int) -> float:
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=_floor_server, args=(queue,), daemon=True)
+    proc.start()
+    try:
+        session = XenAPI.Session(f"http://127.0.0.1:{queue.get()}")
+        session.xenapi.login_with_password("root", PASSWORD)
+        for _ in range(200):
+            session.xenapi.VM.get_name_label("OpaqueRef:0")
+        start = time.perf_counter()
+        for _ in range(calls):
+            session.xenapi.VM.get_name_label("OpaqueRef:0")
+        return calls / (time.perf_counter() - start)
+    finally:
+        proc.terminate()
 
 
 def login(url: str) -> XenAPI.Session:
@@ -151,9 +208,14 @@ def main() -> int:
             print(f"simulator at {url} (own process); client: XenAPI "
                   f"{getattr(XenAPI, '__version__', 'PyPI')}, Python {sys.version.split()[0]}, "
                   f"{os.cpu_count()} CPUs")
-            rates = [cheap_loop(url, args.calls) for _ in range(3)]
+            rates, floors = [], []
+            for _ in range(3):
+                rates.append(cheap_loop(url, args.calls))
+                floors.append(floor_rate(args.calls))
             print(f"cheap calls, 1 client, keep-alive: {statistics.median(rates):8.0f} calls/s "
                   f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+            print(f"  same client against a canned-reply server (machine floor): "
+                  f"{statistics.median(floors):8.0f} calls/s")
             for n in [int(c) for c in args.clients.split(",") if int(c) > 1]:
                 rate = parallel(url, args.calls, n)
                 print(f"cheap calls, {n} clients in parallel: {rate:8.0f} calls/s aggregate")
