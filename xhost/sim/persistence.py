@@ -12,8 +12,8 @@ fsynced and renamed over the old file, and the directory is fsynced.  A
 simulator killed at any moment therefore restarts from the last complete
 snapshot -- consistent, possibly missing the changes of the last flush
 interval.  A background thread flushes when something changed (every
-``interval`` seconds, 1 s by default); a clean stop and :meth:`flush` write
-everything.
+``interval`` seconds, 1 s by default, longer when writing takes long); a clean
+stop and :meth:`flush` write everything.
 """
 from __future__ import annotations
 
@@ -120,11 +120,15 @@ class Persistence:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
+            started = time.monotonic()
             try:
                 self.flush()
             except Exception:
                 LOG.exception("flushing the simulator state failed")
+            # A big database must not spend most of the time being written.
+            wait = max(self.interval, 5 * (time.monotonic() - started))
 
     def stop(self) -> None:
         self._stop.set()
