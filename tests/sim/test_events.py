@@ -164,3 +164,21 @@ def test_logout_wakes_a_blocked_event_from(simulator):
     simulator.sessions.expire(ref)
     t.join(5)
     assert result["reply"]["ErrorDescription"] == ["SESSION_INVALID", ref]
+
+
+def test_events_lost_when_deletions_were_forgotten(simulator, x, fail, monkeypatch):
+    import xhost.sim.db as simdb
+
+    monkeypatch.setattr(simdb, "MAX_TOMBSTONES", 2)
+    token = event_from(x, ["task"], "")["token"]
+    x.host.set_name_description(x.host.get_all()[0], "advance")
+    old = event_from(x, ["host"], token)["token"]
+    tasks = [x.task.create(f"t{i}", "") for i in range(5)]
+    for task in tasks:
+        x.task.destroy(task)
+    assert fail(getattr(x.event, "from"), ["task"], old, 0.0) == ["EVENTS_LOST"]
+    survivor = x.task.create("survivor", "")
+    fresh = event_from(x, ["task"], "")["token"]
+    x.task.destroy(survivor)
+    batch = event_from(x, ["task"], fresh)
+    assert [(e["operation"], e["ref"]) for e in batch["events"]] == [("del", survivor)]
