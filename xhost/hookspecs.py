@@ -652,6 +652,25 @@ def xhost_agent_update(ctx: Context, instance: Instance, vm_ref: str, url: str, 
     """
 
 
+@_spec(firstresult=True)
+def xhost_agent_configure_instance(ctx: Context, instance: Instance, vm_ref: str) -> list[str]:
+    """Configure a freshly booted instance through its agent: wait for the
+    agent (up to ``[xenserver] agent_version_timeout``, across a guest
+    reboot), inject the SSH key and files, set the admin password (generated
+    when the instance has none), reset the network, update the agent when a
+    newer build is configured. Agent failures never fail the boot: they are
+    returned, and core records them on the instance.
+
+    :param ctx: the operation context.
+    :param instance: the instance (running).
+    :param vm_ref: XAPI ref of its VM.
+    :returns: the problems met, as messages without secrets (empty when all
+        went well or when the instance has no agent).
+
+    Stops at first non-None result (firstresult).
+    """
+
+
 # -----------------------------------------------------------------------------
 # Broadcast hooks: called on every plugin and extension that implements them
 # -----------------------------------------------------------------------------

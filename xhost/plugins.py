@@ -342,6 +342,10 @@ class PluginHost:
         return self._role_call("xhost_agent_update", "updating agents", ctx=ctx,
                                instance=instance, vm_ref=vm_ref, url=url, md5sum=md5sum)
 
+    def agent_configure_instance(self, ctx: Context, instance: Instance, vm_ref: str) -> list[str]:
+        return self._role_call("xhost_agent_configure_instance", "configuring instances",
+                               ctx=ctx, instance=instance, vm_ref=vm_ref)
+
     # -- broadcast ----------------------------------------------------------
 
     def plugins_loaded(self) -> None:

@@ -238,6 +238,11 @@ def test_hook_xhost_agent_update():
               vm_ref="OpaqueRef:vm", url="http://agents/x.tgz", md5sum="0" * 32)
 
 
+def test_hook_xhost_agent_configure_instance():
+    roundtrip("xhost_agent_configure_instance", "agent_configure_instance", ctx=CTX,
+              instance=INSTANCE, vm_ref="OpaqueRef:vm")
+
+
 # -- broadcast -----------------------------------------------------------------
 
 def test_hook_xhost_plugins_loaded():

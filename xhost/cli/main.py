@@ -34,6 +34,7 @@ class XhostApp(app.App):
         )
         self._conf = None
         self._plugins = {}
+        self._compute = None
 
     def build_option_parser(self, description, version, argparse_kwargs=None):
         parser = super().build_option_parser(description, version, argparse_kwargs)
@@ -94,6 +95,28 @@ class XhostApp(app.App):
         from xhost.context import Context
 
         return Context(conf=self.conf, plugins=self.plugin_host(roles), **kwargs)
+
+
+    def compute(self, progress=None):
+        """The compute API (connecting to the host, or starting the embedded
+        simulator), built once per command and closed when it ends."""
+        if self._compute is None:
+            from xhost.compute.api import Compute
+
+            def notice(message):
+                print(message, file=self.stderr)
+
+            self._compute = Compute.open(self.conf, progress=progress, notice=notice)
+        elif progress is not None:
+            self._compute.progress = progress
+        return self._compute
+
+    def clean_up(self, cmd, result, err):
+        if self._compute is not None:
+            try:
+                self._compute.close()
+            finally:
+                self._compute = None
 
 
 def main(argv=None) -> int:

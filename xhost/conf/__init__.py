@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from xhost.conf import xenserver
+from xhost.conf import compute, xenserver
 
 PROJECT = "xhost"
 
@@ -19,6 +19,7 @@ PROJECT = "xhost"
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register every core option group on ``conf``."""
     xenserver.register_opts(conf)
+    compute.register_opts(conf)
 
 
 def load(config_files: Sequence[str] = (), config_dirs: Sequence[str] = (),

@@ -11,7 +11,7 @@ from typing import Any
 from oslo_config import cfg
 
 from xhost import registry
-from xhost.conf import xenserver
+from xhost.conf import compute, xenserver
 
 LOG = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _merge(pairs: OptList) -> OptList:
 
 def list_opts() -> OptList:
     """Core options, then the options of each installed plugin."""
-    return _merge(xenserver.list_opts() + all_plugin_opts())
+    return _merge(xenserver.list_opts() + compute.list_opts() + all_plugin_opts())
 
 
 def register_plugin_opts(conf: cfg.ConfigOpts, errors: list[str] | None = None) -> None:

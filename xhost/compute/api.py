@@ -1,0 +1,357 @@
+"""The compute API: create, list, show and delete instances.
+
+A Python facade the CLI, extensions and scripts share::
+
+    with Compute.open(conf) as compute:
+        server = compute.create_server("web1", image="cirros", flavor="m1.tiny",
+                                       networks=["net1"])
+        compute.delete_server("web1")
+
+A spawn runs every step under an undo log: whatever fails, everything the
+spawn created is removed (VM, disks other than the cached image, VIFs,
+per-port networks, OVS ports, bridges, dom0 files) and the error names the
+step that failed. Every operation is journalled first, so a process killed
+mid-way is cleaned up by the next run (or ``xhost reconcile``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from oslo_config import cfg
+
+from xhost import exception, images, plugins
+from xhost.compute import flavors as flavor_mod
+from xhost.compute import servers, vmrecord
+from xhost.compute.connection import HostConnection, connect
+from xhost.compute.journal import Journal
+from xhost.context import Context
+from xhost.objects import Disk, Flavor, ImageMeta, Instance, Port
+
+LOG = logging.getLogger(__name__)
+Progress = Callable[[str, float], None]
+
+
+class ServerNotFound(exception.XhostError):
+    msg_fmt = "no server {name!r} (`xhost server list` shows them)"
+
+
+class ServerExists(exception.XhostError):
+    msg_fmt = "a server named {name!r} already exists ({uuid}); choose another name"
+
+
+class SpawnError(exception.XhostError):
+    msg_fmt = ("could not create server {name!r}: {step} failed: {cause}. "
+               "Everything the attempt had created was removed{leftover}.")
+
+
+class DestroyError(exception.XhostError):
+    msg_fmt = "could not delete server {name!r}: {step} failed: {cause}"
+
+
+def random_mac() -> str:
+    """A locally administered MAC in OpenStack's fa:16:3e prefix."""
+    tail = secrets.token_bytes(3)
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
+
+
+class Compute:
+    """Instances on one host, through the configured plugins."""
+
+    def __init__(self, conf: cfg.ConfigOpts, connection: HostConnection,
+                 plugin_host: plugins.PluginHost, progress: Progress | None = None) -> None:
+        self.conf = conf
+        self.connection = connection
+        self.xapi = connection.xapi
+        self.plugins = plugin_host
+        self.progress = progress
+        self.journal = Journal(conf.compute.state_dir)
+
+    @classmethod
+    def open(cls, conf: cfg.ConfigOpts, progress: Progress | None = None,
+             notice: Callable[[str], None] | None = None, reconcile: bool = True) -> Compute:
+        """Load the plugins, connect to the host, and clean up after any
+        operation a killed process left unfinished."""
+        plugin_host = plugins.load(conf)
+        connection = connect(conf, notice)
+        compute = cls(conf, connection, plugin_host, progress)
+        if reconcile:
+            try:
+                compute.reconcile()
+            except Exception:
+                connection.close()
+                raise
+        return compute
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Compute:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def context(self, progress: Progress | None = None) -> Context:
+        ctx = Context(conf=self.conf, plugins=self.plugins, xapi=self.xapi,
+                      host_ref=self.connection.host_ref)
+        ctx.extra["dom0"] = self.connection.dom0
+        ctx.extra["connection"] = self.connection
+        if progress or self.progress:
+            ctx.progress = progress or self.progress  # type: ignore[assignment]
+        return ctx
+
+    # -- queries ---------------------------------------------------------------
+
+    def flavors(self) -> list[Flavor]:
+        return flavor_mod.all_flavors(self.conf)
+
+    def _instance_records(self) -> dict[str, dict[str, Any]]:
+        records = self.xapi.call("VM.get_all_records_where", servers.INSTANCES_QUERY)
+        return {ref: rec for ref, rec in records.items() if servers.is_instance(rec)}
+
+    def list_servers(self) -> list[servers.Server]:
+        """Every instance, in two XAPI calls whatever their number."""
+        records = self._instance_records()
+        metrics = self.xapi.call("VM_guest_metrics.get_all_records") if records else {}
+        result = [servers.from_record(ref, rec, metrics.get(rec.get("guest_metrics")))
+                  for ref, rec in records.items()]
+        return sorted(result, key=lambda s: s.name)
+
+    def _find(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        refs = self.xapi.call("VM.get_by_name_label", name)
+        for ref in refs:
+            rec = self.xapi.call("VM.get_record", ref)
+            if servers.is_instance(rec):
+                return ref, rec
+        for ref, rec in self._instance_records().items():
+            if rec["other_config"].get(vmrecord.TAG_UUID) == name:
+                return ref, rec
+        return None
+
+    def show_server(self, name: str) -> servers.Server:
+        found = self._find(name)
+        if found is None:
+            raise ServerNotFound(name=name)
+        ref, rec = found
+        metrics = None
+        if rec.get("guest_metrics", "OpaqueRef:NULL") != "OpaqueRef:NULL":
+            try:
+                metrics = self.xapi.call("VM_guest_metrics.get_record", rec["guest_metrics"])
+            except exception.HandleInvalid:
+                metrics = None
+        server = servers.from_record(ref, rec, metrics)
+        vbds = self.xapi.call("VBD.get_all_records_where", f'field "VM"="{ref}"')
+        for vbd in sorted(vbds.values(), key=lambda v: int(v["userdevice"] or 0)):
+            disk = {"userdevice": vbd["userdevice"], "device": vbd.get("device", ""),
+                    "type": vbd["type"], "mode": vbd["mode"], "bootable": vbd["bootable"]}
+            if vbd["VDI"] != "OpaqueRef:NULL":
+                vdi = self.xapi.call("VDI.get_record", vbd["VDI"])
+                disk.update(vdi=vdi["uuid"], name=vdi["name_label"],
+                            size=int(vdi["virtual_size"]),
+                            kind=vdi["other_config"].get(vmrecord.VDI_TAG_KIND, ""))
+            server.disks.append(disk)
+        server.details = {"vm_uuid": rec["uuid"], "domid": rec["domid"],
+                          "memory_mb": int(rec["memory_static_max"]) // vmrecord.MiB,
+                          "vcpus": int(rec["VCPUs_max"])}
+        return server
+
+    # -- create ----------------------------------------------------------------
+
+    def _resolve_image(self, ctx: Context, image: str | ImageMeta) -> ImageMeta:
+        meta = image if isinstance(image, ImageMeta) else images.resolve(ctx, image)
+        if meta.status != "active":
+            raise images.ImageError(reason=f"image {meta.name or meta.id} is {meta.status}; "
+                                           f"only active images can be booted")
+        return meta
+
+    def build_instance(self, ctx: Context, name: str, image: str | ImageMeta, flavor: Flavor,
+                       networks: list[str], **options: Any) -> Instance:
+        if not name or len(name) > 255 or "/" in name:
+            raise exception.XhostError(f"invalid server name {name!r}: 1-255 characters, no '/'")
+        meta = self._resolve_image(ctx, image)
+        props = meta.properties
+        ports = [Port(id=str(uuid.uuid4()), mac=random_mac(), network=net, device=str(i))
+                 for i, net in enumerate(networks)]
+        auto = vmrecord.strict_bool(vmrecord.image_property(props, "hw_auto_disk_config",
+                                                            "auto_disk_config"))
+        return Instance(
+            uuid=str(uuid.uuid4()), name=name, flavor=flavor, image=meta, ports=ports,
+            os_type=vmrecord.image_property(props, "os_type") or self.conf.xenserver.default_os_type,
+            vm_mode=options.get("vm_mode"),
+            auto_disk_config=bool(auto),
+            config_drive=bool(options.get("config_drive") or self.conf.force_config_drive),
+            user_data=options.get("user_data"),
+            key_data=options.get("key_data"),
+            admin_password=options.get("admin_password"),
+            metadata=dict(options.get("metadata") or {}),
+            files=dict(options.get("files") or {}),
+            hostname=options.get("hostname") or name,
+        )
+
+    def create_server(self, name: str, image: str | ImageMeta, flavor: Flavor | str,
+                      networks: list[str] | None = None, **options: Any) -> servers.Server:
+        """Boot an instance; on any failure everything it created is removed.
+
+        Options: ``config_drive``, ``user_data`` (bytes), ``key_data`` (an SSH
+        public key), ``admin_password``, ``metadata`` (dict), ``files`` (guest
+        path -> bytes), ``hostname``, ``vm_mode``.
+        """
+        ctx = self.context()
+        if isinstance(flavor, str):
+            flavor = flavor_mod.find(self.conf, flavor)
+        existing = self._find(name)
+        if existing is not None:
+            raise ServerExists(name=name, uuid=existing[1]["other_config"][vmrecord.TAG_UUID])
+        instance = self.build_instance(ctx, name, image, flavor, list(networks or []), **options)
+        entry = self.journal.begin("spawn", instance=instance.uuid, name=name,
+                                   ports=[{"id": p.id, "mac": p.mac, "network": p.network}
+                                          for p in instance.ports])
+        from xhost.compute.spawn import Spawner
+
+        try:
+            Spawner(self, ctx, instance).run()
+        except BaseException as exc:
+            self._after_failed_spawn(ctx, instance, exc)
+            self.journal.end(entry)
+            if isinstance(exc, SpawnError):
+                raise
+            raise SpawnError(name=name, step=ctx.extra.get("step", "preparing"),
+                             cause=_describe(exc), leftover=ctx.extra.get("leftover", "")) from exc
+        self.journal.end(entry)
+        return self.show_server(instance.uuid)
+
+    def _after_failed_spawn(self, ctx: Context, instance: Instance, exc: BaseException) -> None:
+        LOG.warning("spawn of %s failed at %s: %s; rolling back", instance.name,
+                    ctx.extra.get("step"), _describe(exc))
+        failures = ctx.undo.rollback(LOG)
+        # Belt and braces: whatever an undo could not remove, sweep by tags.
+        sweep = self._cleanup_instance(ctx, instance, vm_ref=None)
+        failures += sweep
+        if failures:
+            ctx.extra["leftover"] = (" except: " + "; ".join(f"{d} ({_describe(e)})"
+                                                             for d, e in failures))
+        instance.state = "error"
+        self.plugins.instance_spawn_failed(ctx, instance, exc)
+
+    # -- delete ----------------------------------------------------------------
+
+    def delete_server(self, name: str) -> bool:
+        """Delete an instance and everything it owns on the host; ``False``
+        if there is no such instance (not an error)."""
+        found = self._find(name)
+        if found is None:
+            return False
+        ref, rec = found
+        instance = instance_from_record(rec)
+        ctx = self.context()
+        entry = self.journal.begin("destroy", instance=instance.uuid, name=instance.name,
+                                   ports=[{"id": p.id, "mac": p.mac, "network": p.network}
+                                          for p in instance.ports])
+        failures = self._cleanup_instance(ctx, instance, vm_ref=ref, record=rec)
+        if failures:
+            description, error = failures[0]
+            raise DestroyError(name=name, step=description, cause=_describe(error))
+        self.journal.end(entry)
+        instance.state = "deleted"
+        self.plugins.instance_destroyed(ctx, instance)
+        return True
+
+    def _cleanup_instance(self, ctx: Context, instance: Instance, vm_ref: str | None,
+                          record: dict[str, Any] | None = None) -> list[tuple[str, BaseException]]:
+        """Remove everything of an instance (each step tolerant of missing
+        pieces); returns the steps that failed."""
+        failures: list[tuple[str, BaseException]] = []
+
+        def step(description: str, fn: Callable[..., Any], *args: Any) -> Any:
+            try:
+                return fn(*args)
+            except Exception as exc:
+                failures.append((description, exc))
+                LOG.warning("cleanup of %s: %s failed: %s", instance.name, description,
+                            _describe(exc))
+                return None
+
+        if vm_ref is None:
+            found = [(ref, rec) for ref, rec in self._instance_records().items()
+                     if rec["other_config"].get(vmrecord.TAG_UUID) == instance.uuid]
+            if found:
+                vm_ref, record = found[0]
+        if vm_ref is not None:
+            if record is None:
+                record = step("reading the VM", self.xapi.call, "VM.get_record", vm_ref)
+            if record and record["power_state"] != "Halted":
+                step("shutting the VM down", _ignore_bad_power, self.xapi, "VM.hard_shutdown",
+                     vm_ref)
+        for port in instance.ports:
+            step(f"removing port {port.id}", self.plugins.network_cleanup, ctx, instance, port)
+        step("destroying disks", self.plugins.storage_destroy_disks, ctx, instance, vm_ref)
+        if vm_ref is not None:
+            step("destroying the VM", _ignore_missing, self.xapi, "VM.destroy", vm_ref)
+        return failures
+
+    # -- crash recovery -----------------------------------------------------------
+
+    def reconcile(self) -> list[str]:
+        """Finish the cleanup of operations whose process died."""
+        done = []
+        for entry in self.journal.orphans():
+            instance = Instance(uuid=entry["instance"], name=entry.get("name", ""),
+                                flavor=Flavor("unknown", 1, 1, 0),
+                                ports=[Port(**p) for p in entry.get("ports", [])])
+            ctx = self.context()
+            failures = self._cleanup_instance(ctx, instance, vm_ref=None)
+            if failures:
+                LOG.warning("reconcile of %s %s incomplete: %s", entry["op"], instance.name,
+                            failures)
+                continue
+            self.journal.end(entry["id"])
+            done.append(f"{entry['op']} of {instance.name or instance.uuid} cleaned up")
+        return done
+
+
+def instance_from_record(record: dict[str, Any]) -> Instance:
+    other = record.get("other_config", {})
+    try:
+        flavor_data = json.loads(other.get(vmrecord.TAG_FLAVOR, "{}"))
+        flavor = Flavor(**flavor_data)
+    except (ValueError, TypeError):
+        flavor = Flavor("unknown", int(record.get("VCPUs_max", 1)),
+                        int(record.get("memory_static_max", 0)) // vmrecord.MiB, 0)
+    try:
+        ports = [Port(**p) for p in json.loads(other.get(vmrecord.TAG_PORTS, "[]"))]
+    except (ValueError, TypeError):
+        ports = []
+    image_id = other.get(vmrecord.TAG_IMAGE)
+    return Instance(uuid=other.get(vmrecord.TAG_UUID, record.get("uuid", "")),
+                    name=record.get("name_label", ""), flavor=flavor,
+                    image=ImageMeta(id=image_id, name=other.get(vmrecord.TAG_IMAGE_NAME, ""))
+                    if image_id else None,
+                    ports=ports, state=servers.status_of(record))
+
+
+def _ignore_bad_power(xapi: Any, method: str, ref: str) -> None:
+    try:
+        xapi.call(method, ref)
+    except exception.VmBadPowerState:
+        pass
+
+
+def _ignore_missing(xapi: Any, method: str, ref: str) -> None:
+    try:
+        xapi.call(method, ref)
+    except exception.HandleInvalid:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, exception.XhostError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["Compute", "DestroyError", "ServerExists", "ServerNotFound", "SpawnError", "Disk"]
