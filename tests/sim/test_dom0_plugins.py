@@ -252,12 +252,21 @@ SESSION_USER = """
         path = xhost_dom0lib.host_path("/images/from-plugin.txt")
         with open(path, "w") as f:
             f.write(args.get("text", ""))
+        # As on a real host, root logs in on the local socket without a password.
         local = XenAPI.xapi_local()
-        local._session = session.handle
+        local.xenapi.login_with_password("root", "", "1.0", "session_user")
+        vms = len(local.xenapi.VM.get_all())
+        local.xenapi.session.logout()
+        try:
+            XenAPI.xapi_local().xenapi.login_with_password("nobody", "", "1.0", "x")
+            refused = None
+        except XenAPI.Failure as exc:
+            refused = exc.details[0]
         return json.dumps({
             "impl": XenAPI.IMPLEMENTATION,
             "host": x.host.get_name_label(host),
-            "vms": len(local.xenapi.VM.get_all()),
+            "vms": vms,
+            "refused": refused,
             "session": session.handle,
             "path": path,
         })
@@ -281,6 +290,7 @@ def test_plugin_session_talks_back_to_the_simulator(simulator, xapi_session, x, 
     assert answer["impl"] == ("pypi" if interpreter == "default" else "stand-in")
     assert answer["host"] == x.host.get_name_label(host)
     assert answer["vms"] == len(x.VM.get_all())
+    assert answer["refused"] == "SESSION_AUTHENTICATION_FAILED"
     assert answer["session"] == xapi_session._session
     assert Path(answer["path"]) == simulator.dom0.path("/images/from-plugin.txt")
     assert Path(answer["path"]).read_text() == "hi"

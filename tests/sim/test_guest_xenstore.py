@@ -125,3 +125,32 @@ def test_running_domains_come_back_after_a_restart(tmp_path):
         assert x.VM_guest_metrics.get_PV_drivers_detected(gm) is True
         assert x.VM_guest_metrics.get_os_version(gm)["distro"] == "debian"
         assert sim.guests.get(vm).state.hostname == "survivor"
+
+
+def test_hotplug_updates_the_tree_and_the_addresses(simulator, x, new_vm):
+    xs = simulator.xenstore
+    vm = new_vm("hotplug")
+    x.VM.start(vm, False, False)
+    domid = x.VM.get_domid(vm)
+    h = home(domid)
+    net = x.network.get_by_name_label("Pool-wide network associated with eth1")[0]
+    vif = x.VIF.create({"device": "1", "network": net, "VM": vm, "MAC": "", "MTU": "9000",
+                        "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    assert not xs.exists(f"{h}/device/vif/1")
+    x.VIF.plug(vif)
+    assert xs.read(f"{h}/device/vif/1/mac") == x.VIF.get_MAC(vif)
+    assert xs.read(f"{h}/device/vif/1/mtu") == "9000"
+    assert xs.read(f"/local/domain/0/backend/vif/{domid}/1/state") == "4"
+    gm = x.VM.get_guest_metrics(vm)
+    assert "1/ip" in x.VM_guest_metrics.get_networks(gm)
+    x.VIF.unplug(vif)
+    assert not xs.exists(f"{h}/device/vif/1")
+    assert not xs.exists(f"/local/domain/0/backend/vif/{domid}/1")
+    assert set(x.VM_guest_metrics.get_networks(gm)) == {"0/ip", "0/ipv4/0"}
+
+    vbd = x.VM.get_VBDs(vm)[0]
+    x.VBD.set_unpluggable(vbd, True)
+    x.VBD.unplug(vbd)
+    assert xs.directory(f"{h}/device/vbd") == []
+    x.VBD.plug(vbd)
+    assert xs.read(f"{h}/device/vbd/51712/state") == "4"

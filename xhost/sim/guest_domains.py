@@ -115,13 +115,44 @@ def _write_quietly(store: XenStore, path: str, value: str) -> None:
         LOG.warning("cannot put %s into XenStore (%s); skipped", path, exc.code)
 
 
+def sync_devices(store: XenStore, db: Database, vm: str, domid: int) -> None:
+    """Hot-plug: make ``device/vif`` and ``device/vbd`` (and their backends)
+    match the VM's currently attached VIFs and VBDs."""
+    rec = db.get("VM", vm)
+    home = domain_path(domid)
+    with store.transaction():
+        wanted_vifs = {v["device"] for v in (db.find("VIF", r) for r in rec["VIFs"])
+                       if v is not None and v["currently_attached"]}
+        wanted_vbds = {str(vbd_devid(v["userdevice"])) for v in
+                       (db.find("VBD", r) for r in rec["VBDs"])
+                       if v is not None and v["currently_attached"]}
+        for kind, back_kind, wanted in (("vif", "vif", wanted_vifs),
+                                        ("vbd", "vbd3", wanted_vbds)):
+            for dev in _children(store, f"{home}/device/{kind}"):
+                if dev not in wanted:
+                    store.rm(f"{home}/device/{kind}/{dev}")
+                    if store.exists(f"/local/domain/0/backend/{back_kind}/{domid}/{dev}"):
+                        store.rm(f"/local/domain/0/backend/{back_kind}/{domid}/{dev}")
+        _build_vifs(store, db, rec, home, domid, skip_existing=True)
+        _build_vbds(store, db, rec, home, domid, skip_existing=True)
+
+
+def _children(store: XenStore, path: str) -> list[str]:
+    try:
+        return store.directory(path)
+    except XenStoreError:
+        return []
+
+
 def _build_vifs(store: XenStore, db: Database, rec: dict[str, Any], home: str,
-                domid: int) -> None:
+                domid: int, skip_existing: bool = False) -> None:
     for vif in rec["VIFs"]:
         vrec = db.find("VIF", vif)
         if vrec is None or not vrec["currently_attached"]:
             continue
         device = vrec["device"]
+        if skip_existing and store.exists(f"{home}/device/vif/{device}"):
+            continue
         front = f"{home}/device/vif/{device}"
         back = _backend_vif(domid, device)
         net = db.find("network", vrec["network"]) if vrec["network"] != NULL_REF else None
@@ -139,12 +170,14 @@ def _build_vifs(store: XenStore, db: Database, rec: dict[str, Any], home: str,
 
 
 def _build_vbds(store: XenStore, db: Database, rec: dict[str, Any], home: str,
-                domid: int) -> None:
+                domid: int, skip_existing: bool = False) -> None:
     for vbd in rec["VBDs"]:
         vrec = db.find("VBD", vbd)
         if vrec is None or not vrec["currently_attached"]:
             continue
         devid = vbd_devid(vrec["userdevice"])
+        if skip_existing and store.exists(f"{home}/device/vbd/{devid}"):
+            continue
         front = f"{home}/device/vbd/{devid}"
         back = _backend_vbd(domid, devid)
         vdi = db.find("VDI", vrec["VDI"]) if vrec["VDI"] != NULL_REF else None

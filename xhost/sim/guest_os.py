@@ -302,6 +302,19 @@ class SimulatedGuest:
         self.published = {"os": dict(os_keys), "pv_drivers": dict(TOOLS_VERSION),
                           "features": list(FEATURES)}
 
+    def devices_changed(self) -> None:
+        """A NIC or disk was hot-plugged or unplugged: the PV drivers connect
+        new frontends and the guest configures its NICs again."""
+        if not self.booted.is_set():
+            return
+        if self.tools:
+            with self.manager.xenstore.transaction():
+                for kind in ("vif", "vbd"):
+                    for dev in self._list(f"device/{kind}"):
+                        self.xenstore.write(f"device/{kind}/{dev}/state", XEN_STATE_CONNECTED)
+            connect_backends(self.manager.xenstore, self.domid)
+        self.apply_configuration()
+
     def publish_addresses(self) -> None:
         """(Re)write ``attr/vif/<n>/ipv4|ipv6/<i>`` from the applied network."""
         with self.manager.xenstore.transaction():

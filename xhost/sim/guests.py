@@ -188,6 +188,14 @@ class GuestManager:
                                          rec["uuid"] if rec else guest.uuid)
         self.metrics.drop(vm, guest.domid if guest else None)
 
+    def on_devices_changed(self, vm: str) -> None:
+        """A VIF or VBD of ``vm`` was plugged or unplugged while it runs."""
+        guest = self.get(vm)
+        if guest is None:
+            return
+        guest_domains.sync_devices(self.xenstore, self.sim.db, vm, guest.domid)
+        guest.devices_changed()
+
     def on_pause(self, vm: str) -> None:
         guest = self.get(vm)
         if guest is not None:

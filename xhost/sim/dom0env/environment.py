@@ -12,7 +12,8 @@ The dom0 root is ``<state dir>/dom0``; absolute dom0 paths resolve under it
   ``/usr/lib/xhost-sim/python``;
 * installs ``xenstore-read``, ``-write``, ``-rm``, ``-exists``, ``-list``,
   ``-ls`` (and ``xenstore <mode>``) in ``/usr/bin``;
-* serves the XenAPI on the dom0-local socket ``/var/lib/xcp/xapi`` and the
+* serves the XenAPI on the dom0-local socket ``/var/lib/xcp/xapi`` (where,
+  as in xapi, ``root`` logs in without a valid password) and the
   XenStore on ``/var/run/xenstored/socket`` (when the state directory is so
   deep that a socket path would pass the kernel's 107-byte limit, the sockets
   live in a short temporary directory and those paths are symbolic links).
@@ -31,12 +32,15 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import xmlrpc.client
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..http_server import HttpServer
+from ..http_server import HttpServer, Request
+from ..rpc_server import MAX_RPC_BODY
+from ..wire import MalformedRequest, parse_xml_call
 from ..xenstore import XenStore
 from .runner import PluginRunner
 from .xenstored import make_handler
@@ -54,6 +58,45 @@ XENSTORE_COMMANDS = ("read", "write", "rm", "exists", "list", "ls")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SUN_PATH_MAX = 107
 _PYLIB = ("XenAPIPlugin.py", "XenAPI.py", "xhost_sim_xenstore.py")
+
+
+_LOGINS = ("session.login_with_password", "session.slave_local_login_with_password")
+
+
+def _trusting_root_login(sim: Simulator, handler: Callable[[Request], Any]
+                         ) -> Callable[[Request], Any]:
+    """xapi trusts its Unix socket: ``root`` logs in there with any password
+    (``XenAPI.xapi_local().xenapi.login_with_password("root", "")``)."""
+    def handle(req: Request) -> Any:
+        try:
+            body = req.read_body(limit=MAX_RPC_BODY)
+        except ValueError:
+            return handler(req)
+        try:
+            method, params = parse_xml_call(body)
+        except MalformedRequest:
+            method, params = "", []
+        if method in _LOGINS and len(params) >= 2 and params[0] == "root":
+            params[1] = sim.sessions.users.get("root", "")
+            body = xmlrpc.client.dumps(tuple(params), method).encode()
+        return handler(_Replayed(req, body))
+    return handle
+
+
+class _Replayed:
+    """A request whose body was already read (and possibly rewritten)."""
+
+    def __init__(self, req: Request, body: bytes) -> None:
+        self._req = req
+        self._body = body
+
+    def read_body(self, limit: int | None = None) -> bytes:
+        if limit is not None and len(self._body) > limit:
+            raise ValueError("Client_requested_size_over_limit")
+        return self._body
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._req, name)
 
 
 def _check_interpreter(path: str) -> None:
@@ -130,6 +173,9 @@ class Dom0Env:
 
         api = HttpServer("", 0, None, name="dom0-xapi", unix_path=self.xapi_socket)
         rpc_server.install(host, api)
+        local_login = _trusting_root_login(self.sim, rpc_server.make_xml_handler(host))
+        api.route("POST", "/", local_login)
+        api.route("POST", "/RPC2", local_login)
         store = HttpServer("", 0, None, name="dom0-xenstored", unix_path=self.xenstored_socket)
         store.route("POST", "/xenstore", make_handler(self.xenstore))
         for server in (api, store):

@@ -133,6 +133,14 @@ else:
             return call(self, method, params)
 
         def xenapi_request(self, method, params):
+            if method.startswith("login") or method.startswith("slave_local"):
+                self._login(method, params)
+                return None
+            if method in ("logout", "session.logout"):
+                try:
+                    return _parse_result(self._request("session.logout", (self._session,)))
+                finally:
+                    self._session = None
             return _parse_result(self._request(method, (self._session,) + tuple(params)))
 
         def _login(self, method, params):
@@ -146,7 +154,7 @@ else:
             if name.startswith("login") or name.startswith("slave_local"):
                 return lambda *params: self._login(name, params)
             if name == "logout":
-                return lambda: self.xenapi_request("session.logout", ())
+                return lambda: self.xenapi_request("logout", ())
             return xmlrpc.client.ServerProxy.__getattr__(self, name)
 
     def xapi_local():
