@@ -214,3 +214,24 @@ def test_dom0_script_talks_to_the_agent(simulator, x, agents, agent_vm, fail):
     x.VM.start(agent_vm, False, False)
     domid = x.VM.get_domid(agent_vm)
     assert fail(call, "4", {"name": "hostname"}, "0.3") == ["AGENT_TIMEOUT", "4"]
+
+
+def test_a_reboot_asked_during_boot_waits_for_the_start_to_finish(simulator, x, agent_vm):
+    rebooted = []
+
+    def factory(guest):
+        if guest.state.boots == 1:
+            guest.reboot()          # e.g. cloud-init rebooting at first boot
+            rebooted.append(guest.domid)
+        return None
+
+    unregister = simulator.guests.register_agent(factory)
+    try:
+        x.VM.start(agent_vm, False, False)
+        assert wait_for(lambda: int(x.VM.get_domid(agent_vm)) not in (rebooted[0], -1))
+        assert wait_for(lambda: (g := simulator.guests.get(agent_vm)) is not None
+                        and g.booted.is_set())
+        assert simulator.guests.get(agent_vm).state.boots == 2
+        assert x.VM.get_power_state(agent_vm) == "Running"
+    finally:
+        unregister()

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import guest_domains
+from .errors import ApiError
 from .guest_metrics import WATCHED, GuestMetricsPublisher, collect
 from .guest_os import GuestState, SimulatedGuest, lease_for
 from .xenstore import Watch, XenStore, XenStoreError, domain_path
@@ -218,18 +220,27 @@ class GuestManager:
         host = self.sim.hosts[0] if self.sim.hosts else None
         return CallContext(self.sim, host, None, method)
 
-    def _still(self, vm: str, domid: int) -> bool:
-        rec = self.sim.db.find("VM", vm)
-        return rec is not None and rec["domid"] == domid and rec["power_state"] == "Running" \
-            and not rec["current_operations"]
+    def _settled(self, vm: str, domid: int, timeout: float = 30.0) -> bool:
+        """Whether domain ``domid`` still runs ``vm`` once no API operation
+        (e.g. the VM.start that booted it) is in progress on the VM."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rec = self.sim.db.find("VM", vm)
+            if rec is None or rec["domid"] != domid or rec["power_state"] not in (
+                    "Running", "Paused"):
+                return False
+            if not rec["current_operations"] and rec["power_state"] == "Running":
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
     def guest_reboot(self, vm: str, domid: int) -> bool:
         """Domain ``domid`` of ``vm`` rebooted itself: a new domain boots."""
         from .behaviours.vm import _reboot
 
-        with self.sim.db.lock:
-            if not self._still(vm, domid):
-                return False
+        if not self._settled(vm, domid):
+            return False
         _reboot(self._context("VM.hard_reboot"), vm)
         return True
 
@@ -237,9 +248,8 @@ class GuestManager:
         """Domain ``domid`` of ``vm`` powered itself off: the VM halts."""
         from .behaviours.vm import domain_gone
 
-        with self.sim.db.lock:
-            if not self._still(vm, domid):
-                return False
+        if not self._settled(vm, domid):
+            return False
         domain_gone(self._context("VM.hard_shutdown"), vm)
         return True
 
@@ -247,8 +257,9 @@ class GuestManager:
     def describe(self, vm_uuid: str) -> dict[str, Any] | None:
         """The JSON of ``GET /sim/guests/<vm uuid>`` (None: no such VM)."""
         db = self.sim.db
-        ref = next((r for r, rec in db.all("VM").items() if rec["uuid"] == vm_uuid), None)
-        if ref is None:
+        try:
+            ref = db.by_uuid("VM", vm_uuid)
+        except ApiError:
             return None
         rec = db.get("VM", ref)
         guest = self.get(ref)
