@@ -80,6 +80,11 @@ class Serve(Command):
                             help="host.software_version network_backend (default openvswitch)")
         parser.add_argument("--flush-interval", type=float, default=1.0, metavar="SECONDS",
                             help="how often changed state is written to disk (default 1)")
+        parser.add_argument("--dom0-python", metavar="PATH",
+                            help="interpreter of dom0 plugins and tools (default: this "
+                                 "Python), e.g. a Python 3.6 like XCP-ng 8.x's dom0")
+        parser.add_argument("--plugin-timeout", type=float, default=600.0, metavar="SECONDS",
+                            help="kill a dom0 plugin running longer than this (default 600)")
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
@@ -108,7 +113,8 @@ class Serve(Command):
                 memory_gib=parsed_args.memory_gib, cpus=parsed_args.cpus,
                 network_backend=parsed_args.network_backend,
                 flush_interval=parsed_args.flush_interval,
-                public_address=parsed_args.address, unix_socket=parsed_args.unix_socket)
+                public_address=parsed_args.address, unix_socket=parsed_args.unix_socket,
+                dom0_python=parsed_args.dom0_python, plugin_timeout=parsed_args.plugin_timeout)
         except ValueError as exc:
             raise SystemExit(f"xhost sim serve: {exc}") from None
         stop = threading.Event()

@@ -49,8 +49,18 @@ class ControlError(Exception):
 
 
 def add_route(method: str, path: str, fn: Route) -> None:
-    """Register ``fn(host, request, body) -> JSON-able`` for ``method path``."""
+    """Register ``fn(host, request, body) -> JSON-able`` for ``method path``;
+    a path ending in ``/`` also serves every path below it
+    (``/sim/guests/`` -> ``/sim/guests/<uuid>``)."""
     _ROUTES[(method.upper(), path)] = fn
+
+
+def _find_route(method: str, path: str) -> Route | None:
+    route = _ROUTES.get((method, path.rstrip("/")))
+    if route is not None:
+        return route
+    prefixes = [p for (m, p) in _ROUTES if m == method and p.endswith("/") and path.startswith(p)]
+    return _ROUTES[(method, max(prefixes, key=len))] if prefixes else None
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -94,7 +104,7 @@ def make_handler(host: SimHost) -> Callable[[Request], Response]:
                                         "simulator user, or ?session_id="})
             resp.headers.append(("WWW-Authenticate", 'Basic realm="xapi"'))
             return resp
-        route = _ROUTES.get((req.method, req.path.rstrip("/")))
+        route = _find_route(req.method, req.path)
         if route is None:
             return _json(404, {"error": f"no control endpoint {req.method} {req.path}"})
         try:

@@ -129,7 +129,9 @@ class Controls:
             for rule in list(self.faults):
                 if rule.method not in ("*", method):
                     continue
-                if rule.plugin is not None and rule.plugin != plugin:
+                # A rule for plugin "p" also matches calls of "p.py" (xhost's names).
+                if rule.plugin is not None and rule.plugin not in (
+                        plugin, (plugin or "").removesuffix(".py")):
                     continue
                 if rule.fn is not None and rule.fn != fn:
                     continue

@@ -26,8 +26,9 @@ from typing import Any
 from .controls import Controls
 from .db import Database
 from .dispatch import Dispatcher
+from .dom0env import Dom0Env
 from .events import EventManager, install_encoders
-from .guests import SimpleGuests
+from .guests import GuestManager
 from .http_server import HttpServer, Request
 from .persistence import Persistence
 from .plugins import PluginRegistry
@@ -87,6 +88,9 @@ class Simulator:
     :param public_address: address advertised to clients (``host.address``,
         console URLs, :attr:`url`); default: the bind address.
     :param unix_socket: also serve the API on this Unix socket path.
+    :param dom0_python: interpreter of dom0 processes (plugins, xenstore
+        commands); default: this Python.
+    :param plugin_timeout: seconds after which a dom0 plugin is killed.
     """
 
     def __init__(self, state_dir: str | Path, *, bind: str = "127.0.0.1", port: int = 0,
@@ -97,7 +101,8 @@ class Simulator:
                  network_backend: str = "openvswitch",
                  session_timeout: float = 24 * 3600.0, max_sessions_per_originator: int = 500,
                  max_anonymous_sessions: int = 400, public_address: str | None = None,
-                 unix_socket: str | Path | None = None) -> None:
+                 unix_socket: str | Path | None = None, dom0_python: str | None = None,
+                 plugin_timeout: float = 600.0) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = no latency, 1 = real host)")
         if users is not None and not users:
@@ -128,7 +133,11 @@ class Simulator:
         self.tasks = TaskManager(self)
         self.storage = StorageDrivers(self)
         self.plugins = PluginRegistry(self)
-        self.guests = SimpleGuests(self)
+        #: The control domain: file tree under ``<state_dir>/dom0``, plugins, XenStore.
+        self.dom0 = Dom0Env(self, self.state_dir / "dom0", interpreter=dom0_python,
+                            plugin_timeout=plugin_timeout)
+        self.xenstore = self.dom0.xenstore
+        self.guests = GuestManager(self)
         self.dispatcher = Dispatcher(self)
         self.persistence = Persistence(self.state_dir, self.db, interval=flush_interval)
         self.hosts: list[SimHost] = []
@@ -167,6 +176,8 @@ class Simulator:
             rpc_server.install(host)
             control_http.install(host)
             seed.update_host_address(self, host)
+            self.dom0.start(host)
+            self.guests.start()
             server.start()
             if self.unix_socket:
                 local = HttpServer("", 0, None, name="xapi-sim-local",
@@ -179,6 +190,8 @@ class Simulator:
             self._gc_thread.start()
             self._started = True
         except BaseException:
+            self.guests.stop()
+            self.dom0.stop()
             self.persistence.release()
             raise
         LOG.debug("XAPI simulator serving %s (state in %s)", self.url, self.state_dir)
@@ -194,6 +207,8 @@ class Simulator:
             host.server.stop()
             if host.local_server is not None:
                 host.local_server.stop()
+        self.guests.stop()
+        self.dom0.stop()
         self.persistence.stop()
         self.persistence.release()
         self.hosts.clear()

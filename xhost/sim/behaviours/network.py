@@ -92,6 +92,7 @@ def vif_plug(ctx: CallContext, vif: str) -> None:
     ctx.work()
     db.update("VIF", vif, currently_attached=True)
     vif_update_allowed_operations(ctx, vif)
+    ctx.sim.guests.on_devices_changed(rec["VM"])
 
 
 @behaviour("VIF.unplug", latency=True)
@@ -102,6 +103,7 @@ def vif_unplug(ctx: CallContext, vif: str) -> None:
     ctx.work()
     ctx.db.update("VIF", vif, currently_attached=False)
     vif_update_allowed_operations(ctx, vif)
+    ctx.sim.guests.on_devices_changed(rec["VM"])
 
 
 @behaviour("VIF.unplug_force", latency=True)

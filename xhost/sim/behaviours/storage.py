@@ -415,6 +415,7 @@ def vbd_plug(ctx: CallContext, vbd: str) -> None:
     vbd_update_allowed_operations(ctx, vbd)
     if rec["VDI"] != NULL_REF:
         vdi_update_allowed_operations(ctx, rec["VDI"])
+    ctx.sim.guests.on_devices_changed(rec["VM"])
 
 
 def _unplug(ctx: CallContext, vbd: str, force: bool) -> None:
@@ -433,6 +434,7 @@ def _unplug(ctx: CallContext, vbd: str, force: bool) -> None:
     vbd_update_allowed_operations(ctx, vbd)
     if rec["VDI"] != NULL_REF:
         vdi_update_allowed_operations(ctx, rec["VDI"])
+    ctx.sim.guests.on_devices_changed(rec["VM"])
 
 
 @behaviour("VBD.unplug", latency=True)

@@ -425,6 +425,7 @@ def pause(ctx: CallContext, vm: str) -> None:
         if rec["metrics"] != NULL_REF and ctx.db.exists("VM_metrics", rec["metrics"]):
             ctx.db.update("VM_metrics", rec["metrics"], state=["paused"])
         refresh(ctx, vm)
+        ctx.sim.guests.on_pause(vm)
 
 
 @behaviour("VM.unpause", latency=True)
@@ -435,6 +436,7 @@ def unpause(ctx: CallContext, vm: str) -> None:
         if rec["metrics"] != NULL_REF and ctx.db.exists("VM_metrics", rec["metrics"]):
             ctx.db.update("VM_metrics", rec["metrics"], state=["running"])
         refresh(ctx, vm)
+        ctx.sim.guests.on_unpause(vm)
 
 
 def _suspend_sr(ctx: CallContext, vm: str, rec: dict[str, Any]) -> str:
