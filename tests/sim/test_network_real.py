@@ -327,3 +327,30 @@ def test_serve_real_network_from_the_command_line(tmp_path: Path):
         proc.wait(10)
     assert "dom0 network of xcp-ng-sim: namespace " + namespace in proc.stderr.read()
     assert not NetNamespace(namespace).exists
+
+
+def test_linux_vlan_network(bridge_sim: Simulator):
+    """A VLAN network's bridge carries ethN.<tag> when the kernel has 802.1Q;
+    without the module the bridge and the vifs still work."""
+    ns = NetNamespace(bridge_sim.network.namespace())
+    x = login(bridge_sim).xenapi
+    eth1 = next(r for r, p in x.PIF.get_all_records().items()
+                if p["device"] == "eth1" and p["VLAN"] == "-1")
+    vlan_net = internal_net(x, "vlan 42")
+    x.VLAN.create(eth1, "42", vlan_net)
+    bridge = x.network.get_bridge(vlan_net)
+    vm, _ = new_vm(x, "tagged", vlan_net)
+    x.VM.start(vm, False, False)
+    vif = f"vif{x.VM.get_domid(vm)}.0"
+    probe = subprocess.run(["ip", "-n", ns.name, "link", "add", "link", "eth1", "name",
+                            "probe.9", "type", "vlan", "id", "9"], capture_output=True)
+    if probe.returncode == 0:
+        ns.delete_link("probe.9")
+        assert ns.ports(bridge) == sorted(["eth1.42", vif])
+        assert ns.link("eth1.42").kind == "vlan"
+    else:
+        assert ns.ports(bridge) == [vif]
+    # The tagged PIF's device exists for the VLAN to hang on.
+    assert "eth1" in ns.link_names()
+    x.VM.hard_shutdown(vm)
+    assert ns.ports(bridge) == (["eth1.42"] if probe.returncode == 0 else [])

@@ -133,3 +133,23 @@ def test_serve_prints_every_host_url(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_restarted_pool_keeps_hosts_roles_and_ports(tmp_path: Path):
+    state = tmp_path / "restart"
+    sim = Simulator(state, users={SIM_USER: SIM_PASSWORD}, hosts=3).start()
+    try:
+        urls = {sim.db.get("host", h.host_ref)["name_label"]: h.url for h in sim.hosts}
+        sim.designate_new_master("xcp-ng-sim-3")
+    finally:
+        sim.stop()
+    sim = Simulator(state, users={SIM_USER: SIM_PASSWORD}).start()
+    try:
+        again = {sim.db.get("host", h.host_ref)["name_label"]: h.url for h in sim.hosts}
+        assert again == urls
+        assert sim.url == urls["xcp-ng-sim-3"]
+        assert failure(XenAPI.Session(urls["xcp-ng-sim"]).xenapi.login_with_password,
+                       SIM_USER, SIM_PASSWORD) == ["HOST_IS_SLAVE",
+                                                   urls["xcp-ng-sim-3"].removeprefix("http://")]
+    finally:
+        sim.stop()

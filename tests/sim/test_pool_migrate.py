@@ -231,3 +231,34 @@ def test_cross_pool_destination_is_reported(pool3: Simulator, client: XapiClient
                       {vdi: root["SR"]}, {}, {})
     assert details[:4] == ["VM_MIGRATE_FAILED", vm, "OpaqueRef:NULL", "OpaqueRef:elsewhere"]
     assert "cross-pool" in details[4]
+
+
+def test_evacuate(pool3: Simulator, client: XapiClient):
+    hosts = hosts_by_name(client)
+    busy = hosts["xcp-ng-sim"]
+    movers = [make_vm(client, f"mover {i}") for i in range(3)]
+    for vm in movers:
+        client.call("VM.start_on", vm, busy, False, False)
+    assert client.call("host.get_vms_which_prevent_evacuation", busy) == {}
+    client.call("host.assert_can_evacuate", busy)
+    client.call_async("host.evacuate", busy)
+    residents = {client.call("VM.get_resident_on", vm) for vm in movers}
+    assert busy not in residents and residents <= set(hosts.values())
+    assert client.call("host.get_resident_VMs", busy) == [client.call("host.get_control_domain",
+                                                                      busy)]
+    # A VM with a disk on the host's local storage cannot leave it.
+    stuck = make_vm(client, "stuck", nic=False)
+    sr = local_sr(client, busy)
+    vdi = client.call("VDI.create", {"SR": sr, "virtual_size": str(1 << 30), "type": "user",
+                                     "sharable": False, "read_only": False,
+                                     "other_config": {}, "name_label": "local"})
+    client.call("VBD.create", {"VM": stuck, "VDI": vdi, "userdevice": "1", "bootable": False,
+                               "mode": "RW", "type": "Disk", "empty": False,
+                               "other_config": {}, "qos_algorithm_type": "",
+                               "qos_algorithm_params": {}})
+    client.call("VM.start", stuck, False, False)
+    assert client.call("host.get_vms_which_prevent_evacuation", busy) == \
+        {stuck: ["VM_REQUIRES_SR", stuck, sr]}
+    assert refused(client.call, "host.assert_can_evacuate", busy) == \
+        ["CANNOT_EVACUATE_HOST", f"VM_REQUIRES_SR,{stuck},{sr}"]
+    assert refused(client.call_async, "host.evacuate", busy) == ["VM_REQUIRES_SR", stuck, sr]

@@ -271,17 +271,22 @@ class Simulator:
         return self
 
     def _port_plan(self, refs: list[str]) -> dict[str, int]:
-        """Ports per host: ``port``, ``port + 1``... or the ports of the last run."""
+        """Ports per host: each host keeps its port of the last run (when that
+        run used the same ``port`` range); else ``port``, ``port + 1``... in
+        host order, or free ports."""
         remembered: dict[str, int] = {}
         try:
             remembered = json.loads((self.state_dir / HOSTS_FILE).read_text())
         except (OSError, ValueError):
             pass
-        plan = {}
-        for i, ref in enumerate(refs):
-            uuid = self.db.get("host", ref)["uuid"]
-            plan[ref] = self.port + i if self.port else int(remembered.get(uuid, 0))
-        return plan
+        uuids = [self.db.get("host", ref)["uuid"] for ref in refs]
+        known = [int(remembered[u]) for u in uuids if u in remembered]
+        if self.port:
+            wanted = set(range(self.port, self.port + len(refs)))
+            if len(known) == len(refs) and set(known) == wanted:
+                return {ref: int(remembered[u]) for ref, u in zip(refs, uuids)}
+            return {ref: self.port + i for i, ref in enumerate(refs)}
+        return {ref: int(remembered.get(u, 0)) for ref, u in zip(refs, uuids)}
 
     def _write_ports(self) -> None:
         doc = {self.db.get("host", h.host_ref)["uuid"]: h.port for h in self.hosts

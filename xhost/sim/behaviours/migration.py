@@ -1,7 +1,7 @@
 """Moving VMs between the hosts of a pool: ``VM.pool_migrate`` (live, shared
 storage), ``host.migrate_receive`` + ``VM.assert_can_migrate`` +
 ``VM.migrate_send`` (storage motion: disks copied to other SRs through the SR
-drivers' ``vdi_copy``).
+drivers' ``vdi_copy``), and ``host.evacuate`` with its evacuation plan.
 
 The checks and errors are xapi's: a VM whose disks are not all visible from
 the destination cannot be pool-migrated (``VM_REQUIRES_SR``); every disk must
@@ -14,15 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import lifecycle
 from .. import pool as pool_mod
 from ..dispatch import CallContext
 from ..errors import NULL_REF, ApiError
+from ..netmode.hooks import bring_up_pifs
 from ..xapi_types import now_datetime
 from . import behaviour
 from .storage import copy_vdi, destroy_vdi, vdi_update_allowed_operations
 from .vm import (
     _check_placement,
     ensure_consoles,
+    host_free_memory,
+    memory_overhead,
     next_domid,
     operation,
     refresh,
@@ -244,3 +248,78 @@ def _move_disk(ctx: CallContext, vm: str, vbd: str, vdi: str, sr: str) -> None:
             db.update("VBD", other, VDI=new)
     destroy_vdi(ctx, vdi)
     vdi_update_allowed_operations(ctx, new)
+
+
+# -- evacuation ----------------------------------------------------------------------
+
+def evacuation_plan(ctx: CallContext, host: str) -> dict[str, str | ApiError]:
+    """Where each VM running on ``host`` would go (a host) or why it cannot
+    (xapi's no-WLB plan: every other live, enabled host must be able to run
+    it; then memory is bin-packed, largest VM first)."""
+    db = ctx.db
+    hrec = db.get("host", host)
+    targets = [h for h, rec in db.all("host").items()
+               if h != host and rec["enabled"] and pool_mod.is_live(ctx.sim, h)]
+    vms = [(vm, db.get("VM", vm)) for vm in hrec["resident_VMs"] if db.exists("VM", vm)]
+    vms = [(vm, rec) for vm, rec in vms if not rec["is_control_domain"]]
+    plan: dict[str, str | ApiError] = {}
+    if not targets:
+        return {vm: ApiError("NO_HOSTS_AVAILABLE", vm) for vm, _ in vms}
+    movable = []
+    for vm, rec in vms:
+        error = lifecycle.check(db, vm, "pool_migrate", rec, strict=True)
+        for target in targets:
+            if error is not None:
+                break
+            try:
+                _check_placement(ctx, vm, rec, target)
+            except ApiError as exc:
+                if exc.code != "HOST_NOT_ENOUGH_FREE_MEMORY":
+                    error = exc
+        if error is not None:
+            plan[vm] = error
+        else:
+            movable.append((vm, rec))
+    free = {t: host_free_memory(ctx, t) for t in targets}
+    movable.sort(key=lambda item: -item[1]["memory_static_max"])
+    for vm, rec in movable:
+        need = rec["memory_static_max"] + memory_overhead(rec)
+        best = max(targets, key=lambda t: free[t])
+        if free[best] < need:
+            plan[vm] = ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", vm)
+            continue
+        free[best] -= need
+        plan[vm] = best
+    return plan
+
+
+@behaviour("host.get_vms_which_prevent_evacuation")
+def get_vms_which_prevent_evacuation(ctx: CallContext, host: str) -> dict[str, list[str]]:
+    return {vm: p.description for vm, p in evacuation_plan(ctx, host).items()
+            if isinstance(p, ApiError)}
+
+
+@behaviour("host.assert_can_evacuate")
+def assert_can_evacuate(ctx: CallContext, host: str) -> None:
+    errors = [",".join(p.description) for p in evacuation_plan(ctx, host).values()
+              if isinstance(p, ApiError)]
+    if errors:
+        raise ApiError("CANNOT_EVACUATE_HOST", "|".join(errors))
+
+
+@behaviour("host.evacuate", latency=True, cancellable=True)
+def evacuate(ctx: CallContext, host: str, network: str, evacuate_batch_size: int) -> None:
+    if network != NULL_REF:
+        ctx.db.get("network", network)
+    plan = evacuation_plan(ctx, host)
+    for destination in plan.values():
+        if isinstance(destination, ApiError):
+            raise destination
+    for i, (vm, destination) in enumerate(plan.items()):
+        assert isinstance(destination, str)
+        with operation(ctx, vm, "pool_migrate"):
+            ctx.work(ctx.latency("VM.pool_migrate"), start=i / len(plan),
+                     end=(i + 1) / len(plan))
+            move_domain(ctx, vm, destination)
+        bring_up_pifs(ctx, vm)
+        ctx.sim.network.sync()
