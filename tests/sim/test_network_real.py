@@ -354,3 +354,26 @@ def test_linux_vlan_network(bridge_sim: Simulator):
     assert "eth1" in ns.link_names()
     x.VM.hard_shutdown(vm)
     assert ns.ports(bridge) == (["eth1.42"] if probe.returncode == 0 else [])
+
+
+def test_exec_prefix_runs_commands_in_dom0(bridge_sim: Simulator, tmp_path: Path):
+    prefix = bridge_sim.network.exec_prefix()
+    out = subprocess.run([*prefix, "ip", "-o", "link", "show"], capture_output=True,
+                         text=True, check=True).stdout
+    names = {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+    assert names == NetNamespace(bridge_sim.network.namespace()).link_names()
+    assert "xenbr0" in names and "xenbr0" not in host_link_names()
+    plain = Simulator(tmp_path / "plain", users={SIM_USER: SIM_PASSWORD})
+    assert plain.network.exec_prefix() == ()
+
+
+def test_missing_namespace_is_a_clear_error(tmp_path: Path):
+    require_root_or_skip("real-network mode")
+    from xhost.sim.netmode import RealNetworkUnavailable
+
+    sim = Simulator(tmp_path / "state", users={SIM_USER: SIM_PASSWORD}, real_network=True,
+                    network_backend="bridge", netns="xhtest-no-such-namespace")
+    with pytest.raises(RealNetworkUnavailable, match="does not exist"):
+        sim.start()
+    # Nothing was left behind: the state directory can be used at once.
+    Simulator(tmp_path / "state", users={SIM_USER: SIM_PASSWORD}).start().stop()

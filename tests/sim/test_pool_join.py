@@ -225,3 +225,34 @@ def test_join_from_another_process(pool: Simulator, tmp_path: Path):
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
+
+
+def test_a_failed_join_leaves_the_pool_untouched(pool: Simulator, standalone: Simulator):
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    from xhost.sim.pool_membership import export_joiner
+
+    def post(body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(pool.url + "/sim/pool/join", data=json.dumps(body).encode(),
+                                     method="POST")
+        token = base64.b64encode(f"{SIM_USER}:{SIM_PASSWORD}".encode()).decode()
+        req.add_header("Authorization", "Basic " + token)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    before = {cls: set(pool.db.refs(cls)) for cls in ("host", "VM", "SR", "PBD", "PIF", "VDI")}
+    assert post({"payload": {"host": "x", "tables": {}}, "port": 1})[0] == 400
+    payload = export_joiner(standalone)
+    # A VM whose uuid the pool already has: the import fails half-way through.
+    clash = next(iter(pool.db.all("VM").values()))["uuid"]
+    vm_ref = next(iter(payload["tables"]["VM"]))  # the joiner's control domain
+    payload["tables"]["VM"][vm_ref] = dict(payload["tables"]["VM"][vm_ref], uuid=clash)
+    status, doc = post({"payload": payload, "port": 1, "token": ""})
+    assert status == 409 and "UUID_INVALID" in doc["error"]
+    assert {cls: set(pool.db.refs(cls)) for cls in before} == before

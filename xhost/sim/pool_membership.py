@@ -250,11 +250,15 @@ _IMPORT_ORDER = ("host_metrics", "host", "host_cpu", "SR", "PBD", "VDI", "networ
 
 def import_joiner(sim: Simulator, payload: dict[str, Any]) -> str:
     """Add a joining host's objects to this pool; returns the new host's reference."""
-    from .dispatch import CallContext
-
     db = sim.db
-    tables: dict[str, dict[str, dict[str, Any]]] = payload["tables"]
-    new_host = payload["host"]
+    try:
+        tables: dict[str, dict[str, dict[str, Any]]] = payload["tables"]
+        new_host = payload["host"]
+        if not isinstance(tables, dict) or not isinstance(tables.get("host"), dict) or \
+                new_host not in tables["host"]:
+            raise KeyError("host")
+    except (KeyError, TypeError) as exc:
+        raise control_http.ControlError(400, f"malformed join payload (no {exc})") from None
     if db.exists("host", new_host):
         raise control_http.ControlError(409, f"host {new_host} is already in this pool")
     ref_map: dict[str, str] = {}
@@ -282,65 +286,83 @@ def import_joiner(sim: Simulator, payload: dict[str, Any]) -> str:
             return value
 
         added: list[tuple[str, str]] = []
-        for cls in _IMPORT_ORDER:
-            recs = tables.get(cls, {})
-            items = [(r, v) for r, v in recs.items() if r not in ref_map]
-            if cls == "VM":
-                items.sort(key=lambda item: item[1]["is_a_snapshot"])
-            spec = sim.schema.classes[cls]
-            for ref, rec in items:
-                values = {k: v for k, v in remap(rec).items() if k in spec.fields}
-                if cls == "VBD" and values["VDI"] != NULL_REF and \
-                        values["VDI"] not in db.tables["VDI"] and \
-                        values["VDI"] not in tables.get("VDI", {}):
-                    values.update(VDI=NULL_REF, empty=True)
-                db.add(cls, spec.new_record(values), ref=ref)
-                added.append((cls, ref))
-        # Relations whose other side arrived later (snapshots before parents...).
-        for cls, ref in added:
-            rec = db.tables[cls].get(ref)
-            for one_field, many_cls, many_field in sim.schema.relations_from.get(cls, ()):
-                target = rec.get(one_field) if rec else None
-                if target and target != NULL_REF:
-                    db._link(many_cls, target, many_field, ref, add=True)
-        # The new host sees the pool's shared SRs.
-        for sr_ref, srec in list(db.tables["SR"].items()):
-            if not srec["shared"]:
-                continue
-            pbds = [db.tables["PBD"][p] for p in srec["PBDs"] if p in db.tables["PBD"]]
-            if any(p["host"] == new_host for p in pbds):
-                continue
-            config = dict(pbds[0]["device_config"]) if pbds else {}
-            _add(sim, "PBD", {"host": new_host, "SR": sr_ref, "device_config": config,
-                              "currently_attached": True, "other_config": {}})
-        # ... and the pool's VLANs on its own NICs.
-        from .behaviours.network import _new_vlan_pif
+        try:
+            _import_records(sim, tables, ref_map, remap, added)
+            _join_pool_resources(sim, new_host, added)
+        except BaseException:
+            # Leave the pool as it was: nothing of a failed join stays behind.
+            for cls, ref in reversed(added):
+                if db.exists(cls, ref):
+                    db.remove(cls, ref)
+            raise
+        from . import lifecycle
 
-        ctx = CallContext(sim, None, None, "pool.join")
-        my_pifs = {p["device"]: r for r, p in db.tables["PIF"].items()
-                   if p["host"] == new_host and p["physical"] and p["VLAN"] == -1}
-        for vlan in list(db.tables["VLAN"].values()):
-            tagged = db.tables["PIF"].get(vlan["tagged_PIF"])
-            untagged = db.tables["PIF"].get(vlan["untagged_PIF"])
-            if tagged is None or untagged is None or tagged["host"] == new_host:
-                continue
-            base = my_pifs.get(tagged["device"])
-            if base is None:
-                continue
-            try:
-                _new_vlan_pif(ctx, base, vlan["tag"], untagged["network"])
-            except ApiError:
-                pass  # already there
-        for ref in list(db.tables["VM"]):
-            if db.tables["VM"].get(ref, {}).get("resident_on") == new_host or \
-                    ref in tables.get("VM", {}):
-                from . import lifecycle
-
-                lifecycle.update_allowed_operations(db, ref)
+        for ref in tables.get("VM", {}):
+            lifecycle.update_allowed_operations(db, ref)
         for sr_ref in tables.get("SR", {}):
             sr_update(sim, sr_ref)
     _link_sr_dirs(sim, payload)
     return new_host
+
+
+def _import_records(sim: Simulator, tables: dict[str, dict[str, dict[str, Any]]],
+                    ref_map: dict[str, str], remap: Any, added: list[tuple[str, str]]) -> None:
+    db = sim.db
+    for cls in _IMPORT_ORDER:
+        recs = tables.get(cls, {})
+        items = [(r, v) for r, v in recs.items() if r not in ref_map]
+        if cls == "VM":
+            items.sort(key=lambda item: item[1]["is_a_snapshot"])
+        spec = sim.schema.classes[cls]
+        for ref, rec in items:
+            values = {k: v for k, v in remap(rec).items() if k in spec.fields}
+            if cls == "VBD" and values["VDI"] != NULL_REF and \
+                    values["VDI"] not in db.tables["VDI"] and \
+                    values["VDI"] not in tables.get("VDI", {}):
+                values.update(VDI=NULL_REF, empty=True)
+            db.add(cls, spec.new_record(values), ref=ref)
+            added.append((cls, ref))
+    # Relations whose other side arrived later (snapshots before their VMs...).
+    for cls, ref in added:
+        rec = db.tables[cls].get(ref)
+        for one_field, many_cls, many_field in sim.schema.relations_from.get(cls, ()):
+            target = rec.get(one_field) if rec else None
+            if target and target != NULL_REF:
+                db._link(many_cls, target, many_field, ref, add=True)
+
+
+def _join_pool_resources(sim: Simulator, new_host: str, added: list[tuple[str, str]]) -> None:
+    """The new host sees the pool's shared SRs and carries its VLANs."""
+    from .behaviours.network import _new_vlan_pif
+    from .dispatch import CallContext
+
+    db = sim.db
+    for sr_ref, srec in list(db.tables["SR"].items()):
+        if not srec["shared"]:
+            continue
+        pbds = [db.tables["PBD"][p] for p in srec["PBDs"] if p in db.tables["PBD"]]
+        if any(p["host"] == new_host for p in pbds):
+            continue
+        config = dict(pbds[0]["device_config"]) if pbds else {}
+        added.append(("PBD", _add(sim, "PBD", {
+            "host": new_host, "SR": sr_ref, "device_config": config,
+            "currently_attached": True, "other_config": {}})))
+    ctx = CallContext(sim, None, None, "pool.join")
+    my_pifs = {p["device"]: r for r, p in db.tables["PIF"].items()
+               if p["host"] == new_host and p["physical"] and p["VLAN"] == -1}
+    for vlan in list(db.tables["VLAN"].values()):
+        tagged = db.tables["PIF"].get(vlan["tagged_PIF"])
+        untagged = db.tables["PIF"].get(vlan["untagged_PIF"])
+        if tagged is None or untagged is None or tagged["host"] == new_host:
+            continue
+        base = my_pifs.get(tagged["device"])
+        if base is None:
+            continue
+        try:
+            created = _new_vlan_pif(ctx, base, vlan["tag"], untagged["network"])
+        except ApiError:
+            continue  # this network is on the new host already
+        added += [("PIF", db.get("VLAN", created)["untagged_PIF"]), ("VLAN", created)]
 
 
 def _link_sr_dirs(sim: Simulator, payload: dict[str, Any]) -> None:
@@ -370,7 +392,11 @@ def join_route(host: SimHost, req: Request, body: dict[str, Any]) -> Any:
     port = body.get("port")
     if not isinstance(payload, dict) or not isinstance(port, int):
         raise control_http.ControlError(400, "expected {payload, port, token}")
-    new_host = import_joiner(sim, payload)
+    try:
+        new_host = import_joiner(sim, payload)
+    except ApiError as exc:
+        raise control_http.ControlError(409, "cannot add the joining host: "
+                                        + " ".join(exc.description)) from None
     joiner = LIVE.get(body.get("token") or "")
     adopted = False
     if joiner is not None and joiner is not sim:

@@ -214,6 +214,15 @@ class NetworkMode:
         """OVSDB connection of ``host``'s Open vSwitch (None for Linux bridges)."""
         return self._dom0(host).ovsdb
 
+    def exec_prefix(self, host: str | None = None) -> tuple[str, ...]:
+        """Command prefix running a program in ``host``'s dom0 network
+        (``ip netns exec <ns>``), or ``()`` without real-network mode -- what
+        a dom0 script runner prepends so that scripts touching the network
+        (bridges, veth pairs, ovs-vsctl) act on the simulated dom0."""
+        if not self.real:
+            return ()
+        return ("ip", "netns", "exec", self.namespace(host))
+
     def desired(self, host: str | None = None) -> HostNetwork:
         """What ``host``'s dom0 network should contain now."""
         dom0 = self._dom0(host)

@@ -9,7 +9,7 @@ with it.  The rules are xapi's:
 * a network has a bridge on a host while one of its PIFs on that host is
   attached (``PIF.currently_attached``), or -- for an internal network (no
   PIFs at all) -- while a VIF of a domain on that host is plugged into it, or
-  after ``network.attach`` there;
+  after :meth:`NetworkMode.attach` for that host;
 * an unmanaged network (``managed=false``) never gets a bridge from xapi: a
   VIF on it needs the bridge to exist already (``BRIDGE_NOT_AVAILABLE``);
 * a plugged VIF of a running (or paused) domain is ``vif<domid>.<device>`` on
