@@ -38,6 +38,21 @@ def host_path(path):
     return os.path.join(root, path.lstrip("/"))
 
 
+#: Network namespace standing for dom0's network (set by the XAPI simulator
+#: in its real-network mode; unset on a real host).
+NETNS_ENV = "XHOST_DOM0_NETNS"
+
+
+def net_command(argv):
+    """``argv`` to run a network command (ip, bridge, ovs-vsctl...) in dom0's
+    network: as is on a real host, inside the simulated dom0's namespace
+    under the simulator."""
+    netns = os.environ.get(NETNS_ENV)
+    if not netns:
+        return list(argv)
+    return ["ip", "netns", "exec", netns] + list(argv)
+
+
 def _wrap(fn):
     name = fn.__name__
     params = inspect.signature(fn).parameters

@@ -98,6 +98,21 @@ class Dom0LibTest(unittest.TestCase):
                 else:
                     os.environ[xhost_dom0lib.ROOT_ENV] = old
 
+    def test_net_command_runs_in_the_simulated_dom0_namespace(self):
+        with fake_xenapiplugin():
+            import xhost_dom0lib
+
+            old = os.environ.pop(xhost_dom0lib.NETNS_ENV, None)
+            try:
+                self.assertEqual(xhost_dom0lib.net_command(["ip", "link"]), ["ip", "link"])
+                os.environ[xhost_dom0lib.NETNS_ENV] = "dom0ns"
+                self.assertEqual(xhost_dom0lib.net_command(["bridge", "link"]),
+                                 ["ip", "netns", "exec", "dom0ns", "bridge", "link"])
+            finally:
+                os.environ.pop(xhost_dom0lib.NETNS_ENV, None)
+                if old is not None:
+                    os.environ[xhost_dom0lib.NETNS_ENV] = old
+
     def test_version_script_reports_its_version(self):
         with fake_xenapiplugin() as plugin:
             import xhost_version

@@ -151,10 +151,16 @@ def test_networks_vifs_vlans_bonds(x, new_vm, fail):
     untagged = x.VLAN.get_untagged_PIF(vlan)
     assert x.PIF.get_VLAN(untagged) == "100" and x.PIF.get_network(untagged) == vlan_net
     assert vlan in x.PIF.get_VLAN_slave_of(eth0)
-    assert fail(x.VLAN.create, eth0, "100", vlan_net)[0] == "PIF_VLAN_EXISTS"
-    assert fail(x.VLAN.create, eth0, "5000", vlan_net) == ["VLAN_TAG_INVALID", "5000"]
+    host = x.PIF.get_host(eth0)
+    assert fail(x.VLAN.create, eth0, "100", vlan_net) == ["NETWORK_ALREADY_CONNECTED", host,
+                                                          untagged]
+    other_net = x.network.create({"name_label": "v100 again", "name_description": "",
+                                  "MTU": "1500", "other_config": {}})
+    assert fail(x.VLAN.create, eth0, "100", other_net) == ["PIF_VLAN_EXISTS", "eth0"]
+    assert fail(x.VLAN.create, eth0, "5000", other_net) == ["VLAN_TAG_INVALID", "5000"]
+    assert fail(x.VLAN.create, untagged, "7", other_net) == ["PIF_IS_VLAN", untagged]
     mgmt = x.network.get_by_name_label("Pool-wide network associated with eth0")[0]
-    assert fail(x.network.destroy, mgmt) == ["CANNOT_DESTROY_SYSTEM_NETWORK", mgmt]
+    assert fail(x.network.destroy, mgmt) == ["NETWORK_CONTAINS_PIF", *x.network.get_PIFs(mgmt)]
     assert fail(x.PIF.unplug, eth0) == ["PIF_IS_MANAGEMENT_IFACE", eth0]
     host = x.host.get_all()[0]
     assert x.host.get_management_interface(host) == eth0

@@ -85,6 +85,22 @@ class Serve(Command):
                                  "Python), e.g. a Python 3.6 like XCP-ng 8.x's dom0")
         parser.add_argument("--plugin-timeout", type=float, default=600.0, metavar="SECONDS",
                             help="kill a dom0 plugin running longer than this (default 600)")
+        parser.add_argument("--hosts", type=int, default=1, metavar="N",
+                            help="hosts of a freshly seeded pool (default 1); each is served "
+                                 "on its own port (--port, --port+1, ... or free ports), "
+                                 "members answer HOST_IS_SLAVE; their URLs follow the "
+                                 "master's on stdout")
+        parser.add_argument("--real-network", action="store_true",
+                            help="give each host a network namespace standing for its dom0 "
+                                 "with real bridges and vif<domid>.<device> interfaces "
+                                 "(root only); see 'xhost sim network'")
+        parser.add_argument("--netns", metavar="NAME",
+                            help="with --real-network: use this existing namespace for the "
+                                 "first host's dom0")
+        parser.add_argument("--ovsdb", metavar="CONNECTION",
+                            help="with --real-network and --netns: the OVSDB (unix:PATH or "
+                                 "tcp:IP:PORT) of the Open vSwitch whose ovs-vswitchd runs "
+                                 "in that namespace")
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
@@ -112,9 +128,11 @@ class Serve(Command):
                 auth_delay=parsed_args.auth_delay, host_name=parsed_args.host_name,
                 memory_gib=parsed_args.memory_gib, cpus=parsed_args.cpus,
                 network_backend=parsed_args.network_backend,
-                flush_interval=parsed_args.flush_interval,
+                flush_interval=parsed_args.flush_interval, hosts=parsed_args.hosts,
                 public_address=parsed_args.address, unix_socket=parsed_args.unix_socket,
-                dom0_python=parsed_args.dom0_python, plugin_timeout=parsed_args.plugin_timeout)
+                real_network=parsed_args.real_network, netns=parsed_args.netns,
+                ovsdb=parsed_args.ovsdb, dom0_python=parsed_args.dom0_python,
+                plugin_timeout=parsed_args.plugin_timeout)
         except ValueError as exc:
             raise SystemExit(f"xhost sim serve: {exc}") from None
         stop = threading.Event()
@@ -125,21 +143,36 @@ class Serve(Command):
         old_int = signal.signal(signal.SIGINT, on_signal)
         old_term = signal.signal(signal.SIGTERM, on_signal)
         try:
+            from .netmode import RealNetworkUnavailable
+
             try:
                 sim.start()
-            except StateDirInUse as exc:
+            except (StateDirInUse, RealNetworkUnavailable) as exc:
+                raise SystemExit(f"xhost sim serve: {exc}") from None
+            except RuntimeError as exc:
                 raise SystemExit(f"xhost sim serve: {exc}") from None
             except OSError as exc:
                 raise SystemExit(f"xhost sim serve: cannot listen on {parsed_args.bind}:"
                                  f"{parsed_args.port}: {exc.strerror or exc}") from None
-            self.app.stdout.write(sim.url + "\n")
+            self.app.stdout.write("".join(url + "\n" for url in sim.urls))
             self.app.stdout.flush()
+            what = (f"a pool of {len(sim.hosts)} simulated XCP-ng 8.3 hosts, master at"
+                    if len(sim.hosts) > 1 else "a simulated XCP-ng 8.3 host at")
             self.app.stderr.write(
-                f"xhost sim: serving a simulated XCP-ng 8.3 host at {sim.url} "
+                f"xhost sim: serving {what} {sim.url} "
                 f"(user root, state in {sim.state_dir}); Ctrl-C stops it\n")
+            if sim.network.real:
+                for name, info in sim.network.info()["hosts"].items():
+                    self.app.stderr.write(
+                        f"xhost sim: dom0 network of {name}: namespace {info['netns']}"
+                        + (f", OVSDB {info['ovsdb']}" if info["ovsdb"] else "") + "\n")
             self.app.stderr.flush()
-            while not stop.wait(0.5):
-                pass
+            while not stop.wait(0.2):
+                if sim.joined_pool_url:
+                    self.app.stderr.write(
+                        f"xhost sim: this host joined the pool at {sim.joined_pool_url}; "
+                        "that pool's simulator serves it now\n")
+                    break
         finally:
             sim.stop()
             signal.signal(signal.SIGINT, old_int)

@@ -205,7 +205,7 @@ def _role(host: SimHost, req: Request, body: dict[str, Any]) -> Any:
     master = body["master"]
     if master is not None and not isinstance(master, str):
         raise ControlError(400, "'master' must be a string or null")
-    host.master_address = master or None
+    host.set_forced_master(master or None)
     return {"role": "member" if host.master_address else "master",
             "master_address": host.master_address}
 

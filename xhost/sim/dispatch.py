@@ -36,6 +36,12 @@ Impl = Callable[..., Any]
 #: Seconds between two progress/cancellation ticks of long work.
 TICK = 0.05
 
+#: What a pool member answers itself instead of HOST_IS_SLAVE: the emergency
+#: calls an administrator makes on a member whose master is gone.
+MEMBER_LOCAL_CALLS = frozenset({
+    "session.slave_local_login_with_password", "session.local_logout",
+    "pool.emergency_transition_to_master", "pool.emergency_reset_master"})
+
 
 class CallContext:
     """What an implementation knows about the call it serves."""
@@ -298,7 +304,8 @@ class Dispatcher:
         sim = self.sim
         controls = sim.controls
         controls.count(name)
-        if host is not None and host.master_address is not None:
+        if host is not None and host.master_address is not None \
+                and name not in MEMBER_LOCAL_CALLS:
             raise ApiError("HOST_IS_SLAVE", host.master_address)
         is_async = False
         base = name

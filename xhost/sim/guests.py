@@ -198,6 +198,11 @@ class GuestManager:
         guest_domains.sync_devices(self.xenstore, self.sim.db, vm, guest.domid)
         guest.devices_changed()
 
+    def on_migrate(self, vm: str, old_domid: int | str) -> None:
+        """A running ``vm`` moved to another host with a new domid: its old
+        domain goes, a new one (same guest state) comes up."""
+        self.on_start(vm)
+
     def on_pause(self, vm: str) -> None:
         guest = self.get(vm)
         if guest is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 MODULES = (
     "session", "task", "event", "host", "pool", "vm", "storage", "network",
-    "message", "misc",
+    "message", "misc", "migration",
 )
 
 

@@ -82,22 +82,6 @@ def dmesg(ctx: CallContext, host: str) -> str:
     return "Xen version 4.17.5-3 (mockbuild@xcp-ng.org) (gcc (GCC) 11.2.1)\n"
 
 
-@behaviour("host.get_vms_which_prevent_evacuation")
-def get_vms_which_prevent_evacuation(ctx: CallContext, host: str) -> dict[str, Any]:
-    ctx.db.get("host", host)
-    return {}
-
-
-@behaviour("host.assert_can_evacuate")
-def assert_can_evacuate(ctx: CallContext, host: str) -> None:
-    rec = ctx.db.get("host", host)
-    others = [h for h in ctx.db.refs("host") if h != host]
-    running = [v for v in rec["resident_VMs"]
-               if not ctx.db.get("VM", v)["is_control_domain"]]
-    if running and not others:
-        raise ApiError("NO_HOSTS_AVAILABLE")
-
-
 @behaviour("host.get_management_interface")
 def get_management_interface(ctx: CallContext, host: str) -> str:
     for ref, pif in ctx.db.all("PIF").items():

@@ -253,15 +253,6 @@ def host_set_power_on_mode(ctx: CallContext, host: str, power_on_mode: str,
     ctx.db.update("host", host, power_on_mode=power_on_mode, power_on_config=power_on_config)
 
 
-@behaviour("host.evacuate")
-def host_evacuate(ctx: CallContext, host: str, network: str, batch_size: int) -> None:
-    rec = ctx.db.get("host", host)
-    running = [vm for vm in rec["resident_VMs"]
-               if not ctx.db.get("VM", vm)["is_control_domain"]]
-    if running and len(ctx.db.refs("host")) == 1:
-        raise ApiError("NO_HOSTS_AVAILABLE")
-
-
 @behaviour("host.restart_agent")
 def host_restart_agent(ctx: CallContext, host: str) -> None:
     ctx.db.get("host", host)

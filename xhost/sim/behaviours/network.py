@@ -117,36 +117,55 @@ def vif_move(ctx: CallContext, vif: str, network: str) -> None:
     ctx.db.update("VIF", vif, network=network)
 
 
+#: Prefixes xapi reserves for its own bridges (a user may not pick them).
+BRIDGE_BLACKLIST = ("xen", "xapi", "vif", "tap", "eth")
+
+
 @behaviour("network.create", latency=True)
 def network_create(ctx: CallContext, record: dict[str, Any]) -> str:
+    """xapi's rules: an empty bridge gets the next free ``xapiN``; a given name
+    must be a valid Linux interface name outside the reserved prefixes and
+    unused; MTU <= 0 means 1500.  The bridge itself appears on a host only when
+    a PIF or a VIF on the network is plugged there."""
     db = ctx.db
     ctx.work()
-    bridge = record["bridge"]
-    bridges = {n["bridge"] for n in db.all("network").values()}
-    if not bridge:
-        i = 0
-        while f"xapi{i}" in bridges:
-            i += 1
-        bridge = f"xapi{i}"
-    elif bridge in bridges:
-        raise ApiError("BRIDGE_NAME_EXISTS", bridge)
-    spec = ctx.sim.schema.classes["network"]
-    return db.add("network", spec.new_record(dict(record, bridge=bridge, managed=True)))
+    with db.lock:
+        bridge = record["bridge"]
+        bridges = {n["bridge"] for n in db.tables["network"].values()}
+        if not bridge:
+            i = 0
+            while f"xapi{i}" in bridges:
+                i += 1
+            bridge = f"xapi{i}"
+        else:
+            if len(bridge) > 15 or bridge.startswith(BRIDGE_BLACKLIST):
+                raise ApiError("INVALID_VALUE", "bridge", bridge)
+            if bridge in bridges:
+                raise ApiError("BRIDGE_NAME_EXISTS", bridge)
+        mtu = record["MTU"] if record["MTU"] > 0 else 1500
+        spec = ctx.sim.schema.classes["network"]
+        return db.add("network", spec.new_record(dict(record, bridge=bridge, MTU=mtu)))
 
 
 @behaviour("network.destroy")
 def network_destroy(ctx: CallContext, network: str) -> None:
+    """In xapi's order: attached VIFs, PIFs, the host-internal management
+    network; the network's (unplugged) VIFs go with it."""
     db = ctx.db
-    rec = db.get("network", network)
-    if rec["other_config"].get("is_host_internal_management_network") == "true" or \
-            any(db.exists("PIF", p) and db.get("PIF", p)["management"] for p in rec["PIFs"]):
-        raise ApiError("CANNOT_DESTROY_SYSTEM_NETWORK", network)
-    attached = [v for v in rec["VIFs"] if db.exists("VIF", v) and db.get("VIF", v)["currently_attached"]]
-    if attached:
-        raise ApiError("NETWORK_CONTAINS_VIF", *attached)
-    if rec["PIFs"]:
-        raise ApiError("NETWORK_CONTAINS_PIF", *rec["PIFs"])
-    db.remove("network", network)
+    with db.lock:
+        rec = db.get("network", network)
+        attached = [v for v in rec["VIFs"]
+                    if db.exists("VIF", v) and db.get("VIF", v)["currently_attached"]]
+        if attached:
+            raise ApiError("NETWORK_CONTAINS_VIF", *attached)
+        if rec["PIFs"]:
+            raise ApiError("NETWORK_CONTAINS_PIF", *rec["PIFs"])
+        if rec["other_config"].get("is_host_internal_management_network") == "true":
+            raise ApiError("CANNOT_DESTROY_SYSTEM_NETWORK", network)
+        for vif in list(rec["VIFs"]):
+            if db.exists("VIF", vif):
+                remove_vif(ctx, vif)
+        db.remove("network", network)
 
 
 @behaviour("network.attach")
@@ -177,25 +196,41 @@ def pif_reconfigure_ip(ctx: CallContext, pif: str, mode: str, ip: str, netmask: 
                   gateway=gateway, DNS=dns)
 
 
+#: MAC xapi gives every VLAN PIF.
+VLAN_MAC = "fe:ff:ff:ff:ff:ff"
+
+
 def _new_vlan_pif(ctx: CallContext, tagged: str, tag: int, network: str) -> str:
     db = ctx.db
-    base = db.get("PIF", tagged)
-    db.get("network", network)
-    if not 0 <= tag <= 4094:
-        raise ApiError("VLAN_TAG_INVALID", tag)
-    for pif_ref, pif in db.all("PIF").items():
-        if pif["host"] == base["host"] and pif["device"] == base["device"] and pif["VLAN"] == tag:
-            raise ApiError("PIF_VLAN_EXISTS", pif_ref)
-    spec = ctx.sim.schema.classes["PIF"]
-    pif = db.add("PIF", spec.new_record({
-        "device": base["device"], "network": network, "host": base["host"], "MAC": base["MAC"],
-        "MTU": base["MTU"], "VLAN": tag, "physical": False, "currently_attached": True,
-        "ip_configuration_mode": "None", "managed": True, "metrics": NULL_REF,
-        "primary_address_type": "IPv4"}))
-    vlan = db.add("VLAN", ctx.sim.schema.classes["VLAN"].new_record(
-        {"tagged_PIF": tagged, "untagged_PIF": pif, "tag": tag}))
-    db.update("PIF", pif, VLAN_master_of=vlan)
-    return vlan
+    with db.lock:
+        base = db.get("PIF", tagged)
+        net = db.get("network", network)
+        if not net["managed"]:
+            raise ApiError("NETWORK_UNMANAGED", network)
+        for pif_ref, pif in db.tables["PIF"].items():
+            if pif["network"] == network and pif["host"] == base["host"]:
+                raise ApiError("NETWORK_ALREADY_CONNECTED", base["host"], pif_ref)
+        if base["bond_slave_of"] != NULL_REF:
+            raise ApiError("CANNOT_ADD_VLAN_TO_BOND_SLAVE", tagged)
+        if base["VLAN"] >= 0:
+            raise ApiError("PIF_IS_VLAN", tagged)
+        if not 0 <= tag <= 4094:
+            raise ApiError("VLAN_TAG_INVALID", tag)
+        for vlan in db.tables["VLAN"].values():
+            if vlan["tagged_PIF"] == tagged and vlan["tag"] == tag:
+                raise ApiError("PIF_VLAN_EXISTS", base["device"])
+        spec = ctx.sim.schema.classes["PIF"]
+        # A VLAN PIF shares its tagged PIF's metrics and is plugged at once.
+        pif = db.add("PIF", spec.new_record({
+            "device": base["device"], "network": network, "host": base["host"],
+            "MAC": VLAN_MAC, "MTU": base["MTU"], "VLAN": tag, "physical": False,
+            "currently_attached": True, "ip_configuration_mode": "None", "managed": True,
+            "metrics": base["metrics"],
+            "primary_address_type": base["primary_address_type"] or "IPv4"}))
+        vlan = db.add("VLAN", ctx.sim.schema.classes["VLAN"].new_record(
+            {"tagged_PIF": tagged, "untagged_PIF": pif, "tag": tag}))
+        db.update("PIF", pif, VLAN_master_of=vlan)
+        return vlan
 
 
 @behaviour("VLAN.create")
@@ -214,8 +249,15 @@ def vlan_destroy(ctx: CallContext, vlan: str) -> None:
 
 @behaviour("pool.create_VLAN_from_PIF")
 def pool_create_vlan_from_pif(ctx: CallContext, pif: str, network: str, vlan: int) -> list[str]:
-    created = _new_vlan_pif(ctx, pif, vlan, network)
-    return [ctx.db.get("VLAN", created)["untagged_PIF"]]
+    """The VLAN on every host's PIF with the same device (pool-wide)."""
+    device = ctx.db.get("PIF", pif)["device"]
+    out = [ctx.db.get("VLAN", _new_vlan_pif(ctx, pif, vlan, network))["untagged_PIF"]]
+    for ref, rec in ctx.db.all("PIF").items():
+        if ref != pif and rec["device"] == device and rec["VLAN"] == -1 \
+                and rec["bond_slave_of"] == NULL_REF:
+            out.append(ctx.db.get("VLAN", _new_vlan_pif(ctx, ref, vlan, network))
+                       ["untagged_PIF"])
+    return out
 
 
 @behaviour("pool.create_VLAN")

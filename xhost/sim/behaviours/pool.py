@@ -1,8 +1,10 @@
-"""pool.*: single-host pool operations (joins and migrations are part 2)."""
+"""pool.*: database sync, licensing, joining, ejecting and master changes
+(the mechanics are in :mod:`xhost.sim.pool`)."""
 from __future__ import annotations
 
+from .. import pool as pool_mod
+from .. import pool_membership
 from ..dispatch import CallContext
-from ..errors import ApiError
 from . import behaviour
 
 
@@ -17,12 +19,43 @@ def get_license_state(ctx: CallContext, pool: str) -> dict[str, str]:
     return {"edition": "xcp-ng", "expiry": "never"}
 
 
-@behaviour("pool.eject")
+@behaviour("pool.eject", latency=True)
 def eject(ctx: CallContext, host: str) -> None:
-    ctx.db.get("host", host)
-    raise ApiError("OPERATION_NOT_ALLOWED", "Cannot eject the pool master")
+    ctx.work()
+    pool_membership.eject(ctx, host)
 
 
-@behaviour("pool.designate_new_master")
+@behaviour("pool.designate_new_master", latency=True)
 def designate_new_master(ctx: CallContext, host: str) -> None:
     ctx.db.get("host", host)
+    ctx.work()
+    pool_mod.designate_new_master(ctx.sim, host)
+
+
+@behaviour("pool.join", latency=True)
+def join(ctx: CallContext, master_address: str, master_username: str,
+         master_password: str) -> None:
+    ctx.work()
+    pool_membership.join(ctx, master_address, master_username, master_password, force=False)
+
+
+@behaviour("pool.join_force", latency=True)
+def join_force(ctx: CallContext, master_address: str, master_username: str,
+               master_password: str) -> None:
+    ctx.work()
+    pool_membership.join(ctx, master_address, master_username, master_password, force=True)
+
+
+@behaviour("pool.emergency_transition_to_master")
+def emergency_transition_to_master(ctx: CallContext) -> None:
+    pool_mod.emergency_transition_to_master(ctx.sim, ctx.host_ref)
+
+
+@behaviour("pool.emergency_reset_master")
+def emergency_reset_master(ctx: CallContext, master_address: str) -> None:
+    pool_mod.emergency_reset_master(ctx.sim, ctx.host_ref, master_address)
+
+
+@behaviour("pool.recover_slaves")
+def recover_slaves(ctx: CallContext) -> list[str]:
+    return pool_mod.recover_slaves(ctx.sim, ctx.host_ref)

@@ -20,6 +20,7 @@ from .. import lifecycle
 from ..dispatch import CallContext
 from ..errors import NULL_REF, ApiError
 from ..guests import has_tools
+from ..placement import choose_host
 from ..xapi_types import now_datetime
 from . import behaviour
 from .network import remove_vif, vif_update_allowed_operations
@@ -288,6 +289,9 @@ def domain_gone(ctx: CallContext, vm: str, state: str = "Halted") -> None:
 def _check_placement(ctx: CallContext, vm: str, rec: dict[str, Any], host: str) -> None:
     db = ctx.db
     hrec = db.get("host", host)
+    metrics = db.find("host_metrics", hrec["metrics"])
+    if metrics is not None and not metrics["live"]:
+        raise ApiError("HOST_OFFLINE", host)
     if not hrec["enabled"]:
         raise ApiError("HOST_DISABLED", host)
     if rec["VCPUs_at_startup"] < 1:
@@ -316,8 +320,10 @@ def _check_placement(ctx: CallContext, vm: str, rec: dict[str, Any], host: str) 
     check_memory(ctx, vm, rec, host)
 
 
-def _start(ctx: CallContext, vm: str, host: str, start_paused: bool, op: str) -> None:
+def _start(ctx: CallContext, vm: str, host: str | None, start_paused: bool, op: str) -> None:
     with operation(ctx, vm, op) as rec:
+        if host is None:
+            host = choose_host(ctx, vm, rec)
         _check_placement(ctx, vm, rec, host)
         ctx.db.update("VM", vm, scheduled_to_be_resident_on=host)
         disks = sum(1 for v in rec["VBDs"] if ctx.db.exists("VBD", v))
@@ -334,7 +340,7 @@ def _start(ctx: CallContext, vm: str, host: str, start_paused: bool, op: str) ->
 
 @behaviour("VM.start", latency=True, cancellable=True)
 def start(ctx: CallContext, vm: str, start_paused: bool, force: bool) -> None:
-    _start(ctx, vm, ctx.host_ref, start_paused, "start")
+    _start(ctx, vm, None, start_paused, "start")
 
 
 @behaviour("VM.start_on", latency=True, cancellable=True)
@@ -464,8 +470,11 @@ def suspend(ctx: CallContext, vm: str) -> None:
         refresh(ctx, vm)
 
 
-def _resume(ctx: CallContext, vm: str, host: str, start_paused: bool, op: str) -> None:
+def _resume(ctx: CallContext, vm: str, host: str | None, start_paused: bool, op: str
+            ) -> None:
     with operation(ctx, vm, op) as rec:
+        if host is None:
+            host = choose_host(ctx, vm, rec)
         _check_placement(ctx, vm, rec, host)
         ctx.work()
         domain_started(ctx, vm, host, start_paused)
@@ -474,7 +483,7 @@ def _resume(ctx: CallContext, vm: str, host: str, start_paused: bool, op: str) -
 
 @behaviour("VM.resume", latency=True, cancellable=True)
 def resume(ctx: CallContext, vm: str, start_paused: bool, force: bool) -> None:
-    _resume(ctx, vm, ctx.host_ref, start_paused, "resume")
+    _resume(ctx, vm, None, start_paused, "resume")
 
 
 @behaviour("VM.resume_on", latency=True, cancellable=True)

@@ -278,6 +278,11 @@ class Dom0Env:
             "TMPDIR": str(self.path("/tmp")),
             "XHOST_SIM_XAPI_SOCKET": self.xapi_socket,
             "XHOST_SIM_XENSTORED_SOCKET": self.xenstored_socket,
+            # Real-network mode: dom0's network is this namespace; scripts that
+            # touch bridges or interfaces run their commands in it (see
+            # xhost_dom0lib.net_command), the rest keep the host's network.
+            **({"XHOST_DOM0_NETNS": self.sim.network.namespace()}
+               if self.sim.network.real else {}),
         }
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
