@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import storage_setup
 from .controls import Controls
 from .db import Database
 from .dispatch import Dispatcher
@@ -127,6 +128,7 @@ class Simulator:
             max_anonymous=max_anonymous_sessions)
         self.tasks = TaskManager(self)
         self.storage = StorageDrivers(self)
+        storage_setup.install(self)
         self.plugins = PluginRegistry(self)
         self.guests = SimpleGuests(self)
         self.dispatcher = Dispatcher(self)
@@ -153,6 +155,7 @@ class Simulator:
             else:
                 self.db.load(state)
                 seed.after_restart(self)
+                storage_setup.bring_up(self)
             self.sessions.restore()
             self.tasks.restore()
             ssl_context = self._ssl_context() if self.tls else None
@@ -162,16 +165,18 @@ class Simulator:
             host = SimHost(self, master_ref, server, "https" if self.tls else "http",
                            self.public_address)
             self.hosts.append(host)
-            from . import control_http, rpc_server
+            from . import control_http, dataplane, rpc_server
 
             rpc_server.install(host)
             control_http.install(host)
+            dataplane.install(host)
             seed.update_host_address(self, host)
             server.start()
             if self.unix_socket:
                 local = HttpServer("", 0, None, name="xapi-sim-local",
                                    unix_path=self.unix_socket)
                 rpc_server.install(host, local)
+                dataplane.install(host, local)
                 local.start()
                 host.local_server = local
             self.persistence.start()
@@ -190,6 +195,7 @@ class Simulator:
             return
         self._started = False
         self._stop_event.set()
+        self.storage_runtime.stop()
         for host in self.hosts:
             host.server.stop()
             if host.local_server is not None:

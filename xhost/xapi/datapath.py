@@ -85,6 +85,22 @@ def _request(client: XapiClient, method: str, handler: str, query: dict[str, str
     raise exception.XapiError(reason=f"/{handler}: too many redirections")
 
 
+def _finished_outcome(client: XapiClient, task: str, method: str) -> None:
+    """Raise the failure of ``task`` if it already failed (or was cancelled).
+
+    XAPI answers ``200`` before it moves any byte and reports later failures
+    (``VDI_IN_USE``, ``SR_FULL``...) only in the task, often closing the
+    connection mid-transfer; refusals before that (``401``) leave the task
+    pending. Either way the task, when finished, says best what went wrong.
+    """
+    try:
+        status = client.call("task.get_status", task)
+    except exception.XapiError:
+        return
+    if status not in ("pending", "cancelling"):
+        client.wait_task(task, timeout=client.login_timeout, method=method, destroy=False)
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -120,19 +136,27 @@ def import_raw_vdi(client: XapiClient, vdi_ref: str, data: Iterable[bytes] | Bin
         query = {"session_id": client.session_ref(), "task_id": task, "vdi": vdi_ref, "format": fmt}
         client._count("PUT /import_raw_vdi")
         LOG.debug("PUT /import_raw_vdi vdi=%s format=%s size=%d", vdi_ref, fmt, size)
-        conn, response = _request(client, "PUT", "import_raw_vdi", query,
-                                  {"Content-Length": str(size),
-                                   "Content-Type": "application/octet-stream"},
-                                  counted(), timeout)
+        try:
+            conn, response = _request(client, "PUT", "import_raw_vdi", query,
+                                      {"Content-Length": str(size),
+                                       "Content-Type": "application/octet-stream"},
+                                      counted(), timeout)
+        except exception.XapiConnectionError:
+            # The host may have refused and closed while we were still sending.
+            _finished_outcome(client, task, "import_raw_vdi")
+            raise
         try:
             body = response.read(64 * 1024)
+        except (OSError, http.client.HTTPException):
+            body = b""
         finally:
             conn.close()
         status = response.status
-        client.wait_task(task, timeout=timeout, method="import_raw_vdi", destroy=False)
         if status >= 300:
+            _finished_outcome(client, task, "import_raw_vdi")
             raise exception.XapiError(
                 reason=f"/import_raw_vdi answered HTTP {status}: {body[:200]!r}")
+        client.wait_task(task, timeout=timeout, method="import_raw_vdi", destroy=False)
     finally:
         with contextlib.suppress(exception.XapiError):
             client.call("task.destroy", task)
@@ -162,7 +186,8 @@ class ExportStream:
                                                   self.timeout)
             if self._response.status >= 300:
                 body = self._response.read(64 * 1024)
-                self._finish()
+                self._conn.close()
+                _finished_outcome(client, self.task, "export_raw_vdi")
                 raise exception.XapiError(
                     reason=f"/export_raw_vdi answered HTTP {self._response.status}: {body[:200]!r}")
         except BaseException:

@@ -169,7 +169,7 @@ def clone_vdi(ctx: CallContext, vdi: str, *, snapshot: bool,
     new = db.add("VDI", spec.new_record(values))
     try:
         updates = driver.vdi_clone(ctx, sr, vdi, src, new, db.get("VDI", new),
-                                   snapshot=snapshot)
+                                   snapshot=snapshot, driver_params=driver_params or {})
     except BaseException:
         db.remove("VDI", new)
         raise
@@ -179,7 +179,8 @@ def clone_vdi(ctx: CallContext, vdi: str, *, snapshot: bool,
     return new
 
 
-def copy_vdi(ctx: CallContext, vdi: str, sr: str, into: str = NULL_REF) -> str:
+def copy_vdi(ctx: CallContext, vdi: str, sr: str, into: str = NULL_REF,
+             base: str = NULL_REF) -> str:
     db = ctx.db
     src = db.get("VDI", vdi)
     if into != NULL_REF:
@@ -198,7 +199,12 @@ def copy_vdi(ctx: CallContext, vdi: str, sr: str, into: str = NULL_REF) -> str:
                                                "on_boot", "allow_caching", "tags")})
     dst_rec = db.get("VDI", target)
     driver = ctx.sim.storage.for_sr(dst_rec["SR"])
-    updates = driver.vdi_copy(ctx, vdi, src, target, dst_rec)
+    try:
+        updates = driver.vdi_copy(ctx, vdi, src, target, dst_rec, base=base)
+    except BaseException:
+        if into == NULL_REF and db.exists("VDI", target):
+            destroy_vdi(ctx, target)  # leave nothing half-made behind
+        raise
     if updates:
         db.update("VDI", target, **updates)
     sr_update(ctx.sim, dst_rec["SR"])
@@ -319,7 +325,7 @@ def vdi_copy(ctx: CallContext, vdi: str, sr: str, base_vdi: str, into_vdi: str) 
         raise ApiError("HANDLE_INVALID", "SR", sr)
     with vdi_operation(ctx, vdi, "copy"):
         ctx.work()
-        return copy_vdi(ctx, vdi, sr, into_vdi)
+        return copy_vdi(ctx, vdi, sr, into_vdi, base_vdi)
 
 
 def _resize(ctx: CallContext, vdi: str, size: int, online: bool) -> None:

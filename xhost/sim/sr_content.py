@@ -1,0 +1,135 @@
+"""Base of the SR drivers that keep real bytes (VHD files, raw volumes, ISOs).
+
+:class:`ContentDriver` adds to :class:`~xhost.sim.storage_drivers.SRDriver`
+what the data plane, ``VDI.copy`` and the compute domain need from any SR
+type: a reader of a VDI's virtual disk, a writer into it, the files a
+transfer keeps busy, record refreshes after the bytes changed, and the
+attach/detach hooks through which the compute domain materialises plugged
+disks as device files.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .disk_content import copy_disk
+from .errors import NULL_REF, ApiError
+from .storage_drivers import SRDriver
+
+if TYPE_CHECKING:
+    from .dispatch import CallContext
+    from .simulator import Simulator
+    from .storage_runtime import StorageRuntime
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def backend_failure(code: int, message: str, opterr: str = "") -> ApiError:
+    """An SM error as xapi reports it: ``SR_BACKEND_FAILURE_<n> ["", msg, ""]``."""
+    if opterr:
+        message = f"{message} [opterr={opterr}]"
+    return ApiError(f"SR_BACKEND_FAILURE_{code}", "", message, "")
+
+
+class ContentDriver(SRDriver):
+    """An SR driver whose VDIs have bytes the simulator can read and write."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    @property
+    def runtime(self) -> StorageRuntime:
+        return self.sim.storage_runtime
+
+    # -- what subclasses provide ----------------------------------------------
+    def sr_dir(self, sr_rec: dict[str, Any]) -> Path:
+        """The real directory holding the SR's files."""
+        raise NotImplementedError
+
+    def vdi_path(self, sr_rec: dict[str, Any], vdi_rec: dict[str, Any]) -> Path:
+        raise NotImplementedError
+
+    def open_reader(self, ctx: CallContext, vdi_rec: dict[str, Any]) -> Any:
+        """A reader of the VDI's virtual disk (close() it)."""
+        raise NotImplementedError
+
+    def open_writer(self, ctx: CallContext, vdi_ref: str) -> Any:
+        """A writer into the VDI (close() it: records are refreshed then)."""
+        raise NotImplementedError
+
+    def chain_uuids(self, vdi_rec: dict[str, Any]) -> list[str]:
+        """Uuids of the files reading this VDI touches (leaf first)."""
+        return [vdi_rec["location"] or vdi_rec["uuid"]]
+
+    def is_fresh(self, vdi_rec: dict[str, Any]) -> bool:
+        """True when the VDI is known to read as zeros everywhere."""
+        return False
+
+    def usage(self, sr_rec: dict[str, Any], vdi_rec: dict[str, Any]) -> dict[str, Any]:
+        """Record fields that follow the bytes (virtual_size, physical_utilisation)."""
+        return {}
+
+    # -- shared behaviour -----------------------------------------------------
+    def refresh(self, ctx: CallContext, vdi: str) -> None:
+        """Bring a VDI record (and its SR's totals) in line with its files."""
+        from .seed import sr_update
+
+        db = ctx.db
+        rec = db.find("VDI", vdi)
+        if rec is None:
+            return
+        sr_rec = db.get("SR", rec["SR"])
+        changes = {k: v for k, v in self.usage(sr_rec, rec).items() if rec.get(k) != v}
+        if changes:
+            db.update("VDI", vdi, **changes)
+        sr_update(self.sim, rec["SR"])
+
+    def vdi_copy(self, ctx: CallContext, src: str, src_record: dict[str, Any], dst: str,
+                 dst_record: dict[str, Any], base: str = NULL_REF) -> dict[str, Any]:
+        """sparse_dd: copy the source (or what differs from ``base``) into ``dst``."""
+        db = ctx.db
+        src_driver = self.sim.storage.for_sr(src_record["SR"])
+        self.runtime.sync(src_record["uuid"])
+        if not isinstance(src_driver, ContentDriver):
+            raise ApiError("VDI_NOT_SPARSE", src) if base != NULL_REF else \
+                ApiError("SR_OPERATION_NOT_SUPPORTED", src_record["SR"])
+        base_rec = db.get("VDI", base) if base != NULL_REF else None
+        base_driver = (self.sim.storage.for_sr(base_rec["SR"]) if base_rec is not None
+                       else None)
+        if base_rec is not None and not isinstance(base_driver, ContentDriver):
+            raise ApiError("VDI_NOT_SPARSE", base)
+        reader = src_driver.open_reader(ctx, src_record)
+        base_reader = None
+        try:
+            if base_rec is not None:
+                self.runtime.sync(base_rec["uuid"])
+                base_reader = base_driver.open_reader(ctx, base_rec)
+            busy = src_driver.chain_uuids(src_record)
+            if base_rec is not None:
+                busy = busy + base_driver.chain_uuids(base_rec)
+            writer = self.open_writer(ctx, dst)
+            try:
+                with self.runtime.using(src_record["SR"], busy), \
+                        self.runtime.using(dst_record["SR"], self.chain_uuids(dst_record)):
+                    copy_disk(reader, writer, base=base_reader,
+                              dest_fresh=self.is_fresh(db.get("VDI", dst)),
+                              progress=ctx.progress, check=ctx.check_cancel)
+            finally:
+                writer.close()
+        finally:
+            reader.close()
+            if base_reader is not None:
+                base_reader.close()
+        rec = db.get("VDI", dst)
+        return self.usage(db.get("SR", rec["SR"]), rec)
+
+    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool) -> None:
+        from . import compute
+
+        compute.on_attach(ctx, self, vdi, writable)
+
+    def vdi_detach(self, ctx: CallContext, vdi: str) -> None:
+        from . import compute
+
+        compute.on_detach(ctx, self, vdi)
