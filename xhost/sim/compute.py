@@ -144,22 +144,20 @@ def _register(sim: Simulator, device: Device) -> None:
     sim.storage_runtime.syncers[device.vdi_uuid] = device.write_back
 
 
-def on_attach(ctx: CallContext, driver: ContentDriver, vdi: str, writable: bool) -> None:
-    """A VBD of ``vdi`` is being plugged; materialise it if the VM is the compute VM."""
+def on_attach(ctx: CallContext, driver: ContentDriver, vdi: str, writable: bool,
+              vbd: str | None) -> None:
+    """VBD ``vbd`` of ``vdi`` is being plugged; materialise it if its VM is the
+    compute VM."""
     from .behaviours.vm import _device_name
 
     sim = ctx.sim
     db = ctx.db
     vm = compute_vm(sim)
-    if vm is None:
+    vrec = db.find("VBD", vbd) if vbd else None
+    if vm is None or vrec is None or vrec["VM"] != vm:
         return
     rec = db.get("VDI", vdi)
-    vbds = [v for v in rec["VBDs"] if db.exists("VBD", v)
-            and db.get("VBD", v)["VM"] == vm and not db.get("VBD", v)["currently_attached"]]
-    if not vbds:
-        return
-    vbd = db.get("VBD", vbds[0])
-    name = _device_name(vbd["userdevice"], vbd["type"])
+    name = _device_name(vrec["userdevice"], vrec["type"])
     directory = device_dir(sim)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -182,21 +180,21 @@ def on_attach(ctx: CallContext, driver: ContentDriver, vdi: str, writable: bool)
             reader.close()
         if not writable:
             path.chmod(0o444)
-        device = Device(sim, rec["uuid"], vbds[0], name, writable, 0)
+        device = Device(sim, rec["uuid"], vbd, name, writable, 0)
         device.synced = device._stamp()
         _register(sim, device)
         _save(sim)
 
 
-def on_detach(ctx: CallContext, driver: ContentDriver, vdi: str) -> None:
-    """A VBD of ``vdi`` is being unplugged: write the device back and remove it."""
+def on_detach(ctx: CallContext, driver: ContentDriver, vdi: str, vbd: str | None) -> None:
+    """VBD ``vbd`` of ``vdi`` is being unplugged: write its device back, remove it."""
     sim = ctx.sim
     rec = ctx.db.find("VDI", vdi)
     if rec is None:
         return
     with _LOCK:
         device = _devices(sim).get(rec["uuid"])
-        if device is None:
+        if device is None or (vbd is not None and device.vbd != vbd):
             return
         device.write_back()
         del _devices(sim)[rec["uuid"]]

@@ -124,12 +124,13 @@ class ContentDriver(SRDriver):
         rec = db.get("VDI", dst)
         return self.usage(db.get("SR", rec["SR"]), rec)
 
-    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool) -> None:
+    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool,
+                   vbd: str | None = None) -> None:
         from . import compute
 
-        compute.on_attach(ctx, self, vdi, writable)
+        compute.on_attach(ctx, self, vdi, writable, vbd)
 
-    def vdi_detach(self, ctx: CallContext, vdi: str) -> None:
+    def vdi_detach(self, ctx: CallContext, vdi: str, vbd: str | None = None) -> None:
         from . import compute
 
-        compute.on_detach(ctx, self, vdi)
+        compute.on_detach(ctx, self, vdi, vbd)

@@ -72,11 +72,12 @@ class SRDriver:
                 "physical_utilisation": record["physical_utilisation"] if self.thin
                 else new_size}
 
-    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool) -> None:
-        """A VBD of ``vdi`` was plugged (VM start or hotplug)."""
+    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool,
+                   vbd: str | None = None) -> None:
+        """VBD ``vbd`` of ``vdi`` is being plugged (VM start or hotplug)."""
 
-    def vdi_detach(self, ctx: CallContext, vdi: str) -> None:
-        """A VBD of ``vdi`` was unplugged."""
+    def vdi_detach(self, ctx: CallContext, vdi: str, vbd: str | None = None) -> None:
+        """VBD ``vbd`` of ``vdi`` is being unplugged."""
 
 
 class RecordOnlyDriver(SRDriver):

@@ -415,7 +415,8 @@ def vbd_plug(ctx: CallContext, vbd: str) -> None:
 
     if rec["VDI"] != NULL_REF and not rec["empty"]:
         vdi = db.get("VDI", rec["VDI"])
-        ctx.sim.storage.for_sr(vdi["SR"]).vdi_attach(ctx, rec["VDI"], rec["mode"] == "RW")
+        ctx.sim.storage.for_sr(vdi["SR"]).vdi_attach(ctx, rec["VDI"], rec["mode"] == "RW",
+                                                      vbd=vbd)
     db.update("VBD", vbd, currently_attached=True,
               device=_device_name(rec["userdevice"], rec["type"]))
     vbd_update_allowed_operations(ctx, vbd)
@@ -434,7 +435,7 @@ def _unplug(ctx: CallContext, vbd: str, force: bool) -> None:
     if rec["VDI"] != NULL_REF and not rec["empty"]:
         vdi = db.find("VDI", rec["VDI"])
         if vdi is not None:
-            ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, rec["VDI"])
+            ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, rec["VDI"], vbd=vbd)
     db.update("VBD", vbd, currently_attached=False)
     vbd_update_allowed_operations(ctx, vbd)
     if rec["VDI"] != NULL_REF:
