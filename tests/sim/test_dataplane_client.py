@@ -141,3 +141,31 @@ def test_qemu_made_vhd_imports(client, sr, tmp_path):
             datapath.import_raw_vdi(client, vdi, handle, image.stat().st_size, fmt="vhd")
         assert read_all(client, vdi) == raw.read_bytes(), subformat
     assert xhost_vhd.SECTOR_SIZE == 512
+
+
+def test_a_host_without_the_sr_redirects_to_one_with_it(client, simulator):
+    """xapi's 302 to the host that has the SR plugged; the helper follows it."""
+    from xhost.sim import dataplane
+    from xhost.sim.http_server import HttpServer
+    from xhost.sim.simulator import SimHost
+
+    spec = simulator.schema.classes["host"]
+    other = simulator.db.add("host", spec.new_record({
+        "name_label": "second host", "address": "127.0.0.1", "enabled": True}))
+    server = HttpServer("127.0.0.1", 0)
+    second = SimHost(simulator, other, server, "http", "127.0.0.1")
+    dataplane.install(second)
+    server.start()
+    simulator.hosts.append(second)  # stopped with the simulator
+    sr = client.call("SR.create", other, {"device": "/dev/sdz"}, "0", "on the second host", "",
+                     "ext", "user", False, {})
+    vdi = new_vdi(client, sr, 8 * MiB)
+    from xhost.testing.simstorage import http
+
+    reply = http(simulator.url, "GET", "/export_raw_vdi",
+                 {"session_id": client.session_ref(), "vdi": vdi})
+    assert reply.status == 302
+    assert reply.headers["location"].startswith(f"{second.url}/export_raw_vdi?")
+    payload = os.urandom(3 * MiB)
+    datapath.import_raw_vdi(client, vdi, io.BytesIO(payload), len(payload))
+    assert read_all(client, vdi)[:len(payload)] == payload

@@ -121,6 +121,20 @@ def test_import_errors_before_any_byte(simulator, x, session, disk):
                                                         "OpaqueRef:gone"])
 
 
+def test_unplugged_sr(simulator, x, session):
+    sr = x.SR.get_by_name_label("NFS virtual disk storage")[0]
+    vdi = x.VDI.create(vdi_record(sr, 4 * MiB))
+    x.PBD.unplug(x.SR.get_PBDs(sr)[0])
+    for method, path, status in (("PUT", "/import_raw_vdi", 400),
+                                 ("GET", "/export_raw_vdi", 500)):
+        task = x.task.create("t", "")
+        reply = http(simulator.url, method, path,
+                     {"session_id": session, "vdi": vdi, "task_id": task},
+                     body=b"x" * 512 if method == "PUT" else None)
+        assert reply.status == status
+        assert wait_task(x, task)["error_info"] == ["SR_NO_PBDS", sr]
+
+
 def test_import_creates_a_vdi_from_raw_with_sr(simulator, x, session):
     sr = x.SR.get_by_name_label("Local storage")[0]
     payload = os.urandom(3 * MiB)

@@ -76,7 +76,7 @@ def test_vdi_create_makes_a_sparse_dynamic_vhd(simulator, x):
     assert not path.exists()
 
 
-def test_snapshot_and_clone_make_a_hidden_base_copy(simulator, xapi_session, x):
+def test_snapshot_and_clone_make_a_hidden_base_copy(simulator, xapi_session, x, fail):
     sr = local_sr(x)
     vdi = x.VDI.create(vdi_record(sr, 64 * MiB, "data", other_config={"k": "v"}))
     uuid = x.VDI.get_uuid(vdi)
@@ -91,6 +91,9 @@ def test_snapshot_and_clone_make_a_hidden_base_copy(simulator, xapi_session, x):
     assert snap in x.VDI.get_snapshots(vdi)
     assert brec["name_label"] == "base copy" and brec["read_only"] and not brec["managed"]
     assert "vhd-parent" not in brec["sm_config"] and not brec["is_a_snapshot"]
+    assert brec["allowed_operations"] == ["forget"]
+    assert fail(x.VDI.destroy, base) == ["VDI_NOT_MANAGED", base]
+    assert fail(x.VDI.clone, base, {}) == ["VDI_NOT_MANAGED", base]
     directory = sr_path(simulator, x.SR.get_uuid(sr))
     assert xhost_vhd.get_hidden(directory / f"{base_uuid}.vhd")
     leaf = xhost_vhd.info(directory / f"{uuid}.vhd")

@@ -25,10 +25,11 @@ any byte, so failures during the transfer (``VDI_IN_USE`` for a disk
 attached to a running VM, ``VDI_READONLY``, ``VDI_TOO_SMALL``,
 ``SR_FULL``, a broken VHD stream) only show in the task, and the connection
 is closed.  Failures found earlier answer ``400`` (import: bad VDI/SR,
-missing information, ``VDI_MISSING``), ``404`` (unknown format, HTTP chunked
-transfer encoding, chunked VHD) or ``500`` (export: bad VDI), failing the
-task too.  A host that cannot see the VDI's SR answers ``302`` to one that
-can.  Cancelling the task stops the transfer.
+missing information, ``VDI_MISSING``, SR not plugged), ``404`` (unknown
+format, HTTP chunked transfer encoding, chunked VHD) or ``500`` (export: bad
+VDI, SR not plugged), failing the task too.  A host that cannot see the
+VDI's SR answers ``302`` to one that can.  Cancelling the task stops the
+transfer.
 """
 from __future__ import annotations
 
@@ -236,12 +237,17 @@ class Transfer:
             return db.by_uuid("SR", self.params["sr_uuid"])
         return None
 
-    def _redirect_if_remote(self, sr: str) -> None:
-        """xapi answers 302 when another host has better access to the SR."""
+    def _redirect_if_remote(self, sr: str, status: int) -> None:
+        """xapi answers 302 when another host has better access to the SR
+        (and fails with ``status`` when no host has it plugged)."""
         db = self.sim.db
         hosts = [db.get("PBD", p)["host"] for p in db.get("SR", sr)["PBDs"]
                  if db.exists("PBD", p) and db.get("PBD", p)["currently_attached"]]
-        if self.host.host_ref in hosts or not hosts:
+        if not hosts:
+            raise Reply(status, ApiError("SR_NO_PBDS", sr),
+                        body=f"SR_NO_PBDS: SR {sr} is not plugged on any host; "
+                             f"PBD.plug it first\n".encode())
+        if self.host.host_ref in hosts:
             return
         for other in self.sim.hosts:
             if other.host_ref in hosts:
@@ -327,7 +333,7 @@ class Import(Transfer):
         if vdi is None and sr is None:
             raise Reply(400, ApiError("VDI_MISSING"),
                         body=b"Require an SR or VDI to import: pass vdi= or sr_id=\n")
-        self._redirect_if_remote(db.get("VDI", vdi)["SR"] if vdi else sr)
+        self._redirect_if_remote(db.get("VDI", vdi)["SR"] if vdi else sr, 400)
         fmt = self._format()
         chunked = "chunked" in self.params
         if fmt != "raw" and chunked:
@@ -496,7 +502,7 @@ class Export(Transfer):
         except ApiError as exc:
             raise Reply(500, exc, body=error_page(f"{exc.code}: {exc.params}")) from None
         rec = db.get("VDI", vdi)
-        self._redirect_if_remote(rec["SR"])
+        self._redirect_if_remote(rec["SR"], 500)
         fmt = self._format()
         self.send_head([("Content-Type", CONTENT_TYPES[fmt]),
                         ("Content-Disposition", f'attachment; filename="{rec["uuid"]}.{fmt}"')])

@@ -13,7 +13,7 @@ import http.client
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from xhost import exception
 from xhost.xapi import redact
@@ -76,7 +76,7 @@ def _request(client: XapiClient, method: str, handler: str, query: dict[str, str
             conn.close()
             netloc = location.netloc or netloc
             path = location.path + ("?" + location.query if location.query else "")
-            if hasattr(body, "seek"):
+            if hasattr(body, "seek") and getattr(body, "seekable", lambda: True)():
                 body.seek(0)  # type: ignore[union-attr]
             elif body is not None:
                 raise exception.XapiError(reason=f"/{handler} redirected a one-shot stream")
@@ -101,6 +101,32 @@ def _finished_outcome(client: XapiClient, task: str, method: str) -> None:
         client.wait_task(task, timeout=client.login_timeout, method=method, destroy=False)
 
 
+class _CountingFile:
+    """A file being uploaded: reports progress, rewinds for a redirect if it can."""
+
+    def __init__(self, data: Any, progress: Progress | None) -> None:
+        self._data = data
+        self._progress = progress
+        try:
+            self._start: int | None = data.tell() if data.seekable() else None
+        except (AttributeError, OSError):
+            self._start = None
+
+    def read(self, count: int) -> bytes:
+        chunk = self._data.read(count)
+        if chunk and self._progress:
+            self._progress(len(chunk))
+        return chunk
+
+    def seekable(self) -> bool:
+        return self._start is not None
+
+    def seek(self, offset: int) -> None:
+        if self._start is None:
+            raise OSError("not seekable")
+        self._data.seek(self._start + offset)
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -119,19 +145,13 @@ def import_raw_vdi(client: XapiClient, vdi_ref: str, data: Iterable[bytes] | Bin
     task = client.call("task.create", "xhost import_raw_vdi", f"into {vdi_ref}")
     try:
         def counted() -> Iterator[bytes]:
-            if hasattr(data, "read"):
-                while True:
-                    chunk = data.read(CHUNK)  # type: ignore[union-attr]
-                    if not chunk:
-                        return
-                    if progress:
-                        progress(len(chunk))
-                    yield chunk
-            else:
-                for chunk in data:  # type: ignore[union-attr]
-                    if progress:
-                        progress(len(chunk))
-                    yield chunk
+            for chunk in data:  # type: ignore[union-attr]
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+        # A seekable file can be sent again after XAPI's 302; a stream cannot.
+        body: Any = _CountingFile(data, progress) if hasattr(data, "read") else counted()
 
         query = {"session_id": client.session_ref(), "task_id": task, "vdi": vdi_ref, "format": fmt}
         client._count("PUT /import_raw_vdi")
@@ -140,7 +160,7 @@ def import_raw_vdi(client: XapiClient, vdi_ref: str, data: Iterable[bytes] | Bin
             conn, response = _request(client, "PUT", "import_raw_vdi", query,
                                       {"Content-Length": str(size),
                                        "Content-Type": "application/octet-stream"},
-                                      counted(), timeout)
+                                      body, timeout)
         except exception.XapiConnectionError:
             # The host may have refused and closed while we were still sending.
             _finished_outcome(client, task, "import_raw_vdi")

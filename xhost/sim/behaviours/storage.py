@@ -58,6 +58,8 @@ def vdi_update_allowed_operations(ctx: CallContext, vdi: str) -> None:
         for op in VDI_OPS:
             if rec["current_operations"]:
                 break
+            if not rec["managed"] and op != "forget":
+                continue  # xapi: VDI_NOT_MANAGED (hidden "base copy" VDIs)
             if attached and op in ("destroy", "forget", "resize", "data_destroy", "set_on_boot"):
                 continue
             if not attached and op == "resize_online":
@@ -264,6 +266,8 @@ def vdi_operation(ctx: CallContext, vdi: str, op: str) -> Iterator[dict[str, Any
     key = ctx.op_key
     with db.lock:
         rec = db.get("VDI", vdi)
+        if not rec["managed"]:
+            raise ApiError("VDI_NOT_MANAGED", vdi)
         if rec["current_operations"]:
             task, cur = next(iter(rec["current_operations"].items()))
             raise ApiError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, cur, task)
@@ -290,6 +294,8 @@ def vdi_create(ctx: CallContext, record: dict[str, Any]) -> str:
 def vdi_destroy(ctx: CallContext, vdi: str) -> None:
     db = ctx.db
     rec = db.get("VDI", vdi)
+    if not rec["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", vdi)
     for vbd in rec["VBDs"]:
         vrec = db.find("VBD", vbd)
         if vrec is not None and vrec["currently_attached"]:
