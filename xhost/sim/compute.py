@@ -109,16 +109,14 @@ class Device:
             rec = db.get("VDI", vdi)
             driver = self.sim.storage.for_sr(rec["SR"])
             ctx = CallContext(self.sim, None, None, "VBD.unplug")
-            current = driver.open_reader(ctx, rec)
-            try:
-                with xhost_vhd.RawSource(self.path, rec["virtual_size"]) as device:
-                    writer = driver.open_writer(ctx, vdi)
-                    try:
-                        copy_disk(device, writer, base=current)
-                    finally:
-                        writer.close()
-            finally:
-                current.close()
+            # Not driver.reading(): that would write this device back first.
+            with driver.writing(ctx, vdi) as writer, \
+                    xhost_vhd.RawSource(self.path, rec["virtual_size"]) as device:
+                current = driver.open_reader(ctx, rec)
+                try:
+                    copy_disk(device, writer, base=current)
+                finally:
+                    current.close()
             self.synced = self._stamp()
             _save(self.sim)
 
@@ -172,12 +170,8 @@ def on_attach(ctx: CallContext, driver: ContentDriver, vdi: str, writable: bool,
         size = int(rec["virtual_size"])
         with open(path, "xb") as handle:
             handle.truncate(size)
-        reader = driver.open_reader(ctx, rec)
-        try:
-            with RawFileWriter(path, size) as writer:
-                copy_disk(reader, writer, dest_fresh=True, check=ctx.check_cancel)
-        finally:
-            reader.close()
+        with driver.reading(ctx, rec) as reader, RawFileWriter(path, size) as writer:
+            copy_disk(reader, writer, dest_fresh=True, check=ctx.check_cancel)
         if not writable:
             path.chmod(0o444)
         device = Device(sim, rec["uuid"], vbd, name, writable, 0)

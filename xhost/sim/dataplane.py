@@ -36,9 +36,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import socket
 import struct
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -47,7 +49,7 @@ from xhost.dom0 import xhost_vhd
 from .disk_content import BLOCK, block_flags, ranges_of, read_padded
 from .dispatch import CallContext
 from .errors import NULL_REF, ApiError
-from .http_server import STREAMED, Request, Response
+from .http_server import STREAMED, Request, Response, send_response
 from .sr_content import ContentDriver
 from .wire import error_page
 
@@ -64,6 +66,10 @@ READ_CHUNK = BLOCK
 #: Seconds a transfer may stall before the connection is dropped.
 IO_TIMEOUT = 600.0
 MAX_VHD = xhost_vhd.MAX_VIRTUAL_SIZE
+#: An early answer (302, 4xx) drains at most this much of an unread body...
+DRAIN_LIMIT = 1 << 30
+#: ... for at most this long between two pieces.
+DRAIN_SECONDS = 10.0
 _CHUNK_HEADER = struct.Struct("<QI")
 
 
@@ -126,9 +132,32 @@ class Transfer:
             resp = Response(reply.status, reply.body, headers=reply.headers, close=True,
                             content_type="text/html" if reply.body.startswith(b"<html")
                             else "text/plain")
-            return resp
+            if self.req.body_done:
+                return resp
+            self._answer_then_drain(resp)
+            return STREAMED
         finally:
             self._finish()
+
+    def _answer_then_drain(self, resp: Response) -> None:
+        """Answer a request whose body was not read, then read (and drop) up to
+        DRAIN_LIMIT bytes of it: closing with unread data would reset the
+        connection and destroy the answer before the client reads it."""
+        sock = self.req.sock
+        self.req.headers["connection"] = "close"
+        try:
+            send_response(sock, resp, keep_alive=False)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(DRAIN_SECONDS)
+            left = DRAIN_LIMIT
+            while left > 0:
+                piece = self.req.rfile.read1(min(left, READ_CHUNK)) \
+                    if hasattr(self.req.rfile, "read1") else self.req.rfile.read(READ_CHUNK)
+                if not piece:
+                    break
+                left -= len(piece)
+        except OSError:
+            pass
 
     def handle(self) -> Any:
         raise NotImplementedError
@@ -389,17 +418,13 @@ class Import(Transfer):
             raise ApiError("VDI_READONLY", vdi)
         driver = self._driver(vdi)
         body = BodyReader(self.req, self.check, self.progress)
-        writer = driver.open_writer(self.ctx, vdi)
-        try:
-            with self.sim.storage_runtime.using(rec["SR"], driver.chain_uuids(rec)):
-                if fmt == "vhd":
-                    self._receive_vhd(vdi, body, writer)
-                elif chunked:
-                    self._receive_chunked(vdi, body, writer)
-                else:
-                    self._receive_raw(vdi, body, writer)
-        finally:
-            writer.close()
+        with driver.writing(self.ctx, vdi) as writer:
+            if fmt == "vhd":
+                self._receive_vhd(vdi, body, writer)
+            elif chunked:
+                self._receive_chunked(vdi, body, writer)
+            else:
+                self._receive_raw(vdi, body, writer)
 
     def _receive_raw(self, vdi: str, body: BodyReader, writer: Any) -> None:
         size = writer.virtual_size
@@ -520,30 +545,19 @@ class Export(Transfer):
             self._complete("")
         return STREAMED
 
-    def _open(self, vdi: str) -> tuple[Any, ContentDriver, dict[str, Any]]:
-        rec = self.sim.db.get("VDI", vdi)
-        driver = self._driver(vdi)
-        self.sim.storage_runtime.sync(rec["uuid"])
-        return driver.open_reader(self.ctx, rec), driver, rec
-
     def _send(self, vdi: str, base: str | None, fmt: str) -> None:
-        runtime = self.sim.storage_runtime
-        reader, driver, rec = self._open(vdi)
-        base_reader = None
-        try:
-            busy = driver.chain_uuids(rec)
+        db = self.sim.db
+        rec = db.get("VDI", vdi)
+        with ExitStack() as stack:
+            reader = stack.enter_context(self._driver(vdi).reading(self.ctx, rec))
+            base_reader = None
             if base is not None and base != NULL_REF:
-                base_reader, base_driver, base_rec = self._open(base)
-                busy += base_driver.chain_uuids(base_rec)
-            with runtime.using(rec["SR"], busy):
-                if fmt == "vhd":
-                    self._send_vhd(reader, base_reader)
-                else:
-                    self._send_raw(reader, base_reader)
-        finally:
-            reader.close()
-            if base_reader is not None:
-                base_reader.close()
+                base_reader = stack.enter_context(
+                    self._driver(base).reading(self.ctx, db.get("VDI", base)))
+            if fmt == "vhd":
+                self._send_vhd(reader, base_reader)
+            else:
+                self._send_raw(reader, base_reader)
 
     def _send_vhd(self, reader: Any, base: Any) -> None:
         sock = self.req.sock

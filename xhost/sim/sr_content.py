@@ -10,6 +10,8 @@ disks as device files.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +73,49 @@ class ContentDriver(SRDriver):
         return {}
 
     # -- shared behaviour -----------------------------------------------------
+    @contextmanager
+    def reading(self, ctx: CallContext, vdi_rec: dict[str, Any]) -> Iterator[Any]:
+        """A reader of the VDI for a transfer: what a compute-domain device
+        holds is written back first, and the files stay registered as in use
+        (no garbage collection under the reader's feet) until the end."""
+        self.runtime.sync(vdi_rec["uuid"])
+        sr = vdi_rec["SR"]
+        with self.runtime.sr_lock(sr):  # no GC pass between listing and opening
+            uuids = self.chain_uuids(vdi_rec)
+            self.runtime.acquire(uuids)
+            try:
+                reader = self.open_reader(ctx, vdi_rec)
+            except BaseException:
+                self.runtime.release_use(sr, uuids)
+                raise
+        try:
+            yield reader
+        finally:
+            reader.close()
+            self.runtime.release_use(sr, uuids)
+
+    @contextmanager
+    def writing(self, ctx: CallContext, vdi: str) -> Iterator[Any]:
+        """A writer into the VDI for a transfer (files registered as in use);
+        the record follows the bytes when it is closed."""
+        rec = ctx.db.get("VDI", vdi)
+        sr = rec["SR"]
+        with self.runtime.sr_lock(sr):
+            uuids = self.chain_uuids(rec)
+            self.runtime.acquire(uuids)
+            try:
+                writer = self.open_writer(ctx, vdi)
+            except BaseException:
+                self.runtime.release_use(sr, uuids)
+                raise
+        try:
+            yield writer
+        finally:
+            try:
+                writer.close()
+            finally:
+                self.runtime.release_use(sr, uuids)
+
     def refresh(self, ctx: CallContext, vdi: str) -> None:
         """Bring a VDI record (and its SR's totals) in line with its files."""
         from .seed import sr_update
@@ -90,7 +135,6 @@ class ContentDriver(SRDriver):
         """sparse_dd: copy the source (or what differs from ``base``) into ``dst``."""
         db = ctx.db
         src_driver = self.sim.storage.for_sr(src_record["SR"])
-        self.runtime.sync(src_record["uuid"])
         if not isinstance(src_driver, ContentDriver):
             raise ApiError("VDI_NOT_SPARSE", src) if base != NULL_REF else \
                 ApiError("SR_OPERATION_NOT_SUPPORTED", src_record["SR"])
@@ -99,28 +143,14 @@ class ContentDriver(SRDriver):
                        else None)
         if base_rec is not None and not isinstance(base_driver, ContentDriver):
             raise ApiError("VDI_NOT_SPARSE", base)
-        reader = src_driver.open_reader(ctx, src_record)
-        base_reader = None
-        try:
-            if base_rec is not None:
-                self.runtime.sync(base_rec["uuid"])
-                base_reader = base_driver.open_reader(ctx, base_rec)
-            busy = src_driver.chain_uuids(src_record)
-            if base_rec is not None:
-                busy = busy + base_driver.chain_uuids(base_rec)
-            writer = self.open_writer(ctx, dst)
-            try:
-                with self.runtime.using(src_record["SR"], busy), \
-                        self.runtime.using(dst_record["SR"], self.chain_uuids(dst_record)):
-                    copy_disk(reader, writer, base=base_reader,
-                              dest_fresh=self.is_fresh(db.get("VDI", dst)),
-                              progress=ctx.progress, check=ctx.check_cancel)
-            finally:
-                writer.close()
-        finally:
-            reader.close()
-            if base_reader is not None:
-                base_reader.close()
+        fresh = self.is_fresh(db.get("VDI", dst))
+        with ExitStack() as stack:
+            reader = stack.enter_context(src_driver.reading(ctx, src_record))
+            base_reader = (stack.enter_context(base_driver.reading(ctx, base_rec))
+                           if base_rec is not None else None)
+            writer = stack.enter_context(self.writing(ctx, dst))
+            copy_disk(reader, writer, base=base_reader, dest_fresh=fresh,
+                      progress=ctx.progress, check=ctx.check_cancel)
         rec = db.get("VDI", dst)
         return self.usage(db.get("SR", rec["SR"]), rec)
 

@@ -130,22 +130,30 @@ class StorageRuntime:
             syncer()
 
     # -- users of files ------------------------------------------------------------
-    @contextmanager
-    def using(self, sr: str, file_uuids: list[str]) -> Iterator[None]:
+    def acquire(self, file_uuids: list[str]) -> None:
         """Register a transfer reading or writing these VHD/volume files."""
         with self._lock:
             self._users.update(file_uuids)
+
+    def release_use(self, sr: str, file_uuids: list[str]) -> None:
+        """The transfer is over; a GC pass it held up runs now."""
+        with self._lock:
+            self._users.subtract(file_uuids)
+            for uuid in file_uuids:
+                if self._users[uuid] <= 0:
+                    del self._users[uuid]
+            kick = sr in self._deferred
+        if kick:
+            self.kick_gc(sr)
+
+    @contextmanager
+    def using(self, sr: str, file_uuids: list[str]) -> Iterator[None]:
+        """``acquire`` for the duration of a ``with`` block."""
+        self.acquire(file_uuids)
         try:
             yield
         finally:
-            with self._lock:
-                self._users.subtract(file_uuids)
-                for uuid in file_uuids:
-                    if self._users[uuid] <= 0:
-                        del self._users[uuid]
-                kick = sr in self._deferred
-            if kick:
-                self.kick_gc(sr)
+            self.release_use(sr, file_uuids)
 
     def in_use(self, *file_uuids: str) -> bool:
         with self._lock:
@@ -211,6 +219,11 @@ class StorageRuntime:
         finally:
             with self._lock:
                 self._running.pop(sr, None)
+
+    def start(self) -> None:
+        """Allow GC passes again (a stopped simulator started anew)."""
+        with self._lock:
+            self._stopped = False
 
     def stop(self) -> None:
         """Cancel pending GC passes and wait for running ones."""

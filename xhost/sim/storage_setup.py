@@ -64,6 +64,7 @@ def install(sim: Simulator) -> None:
 
 def bring_up(sim: Simulator) -> None:
     """Attach every plugged SR (directories, PBD paths) and restore devices."""
+    sim.storage_runtime.start()
     ctx = CallContext(sim, None, None, "PBD.plug")
     for sr, rec in sim.db.all("SR").items():
         driver = sim.storage.for_type(rec["type"])
