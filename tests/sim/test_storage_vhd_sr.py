@@ -352,3 +352,17 @@ def test_destroy_refused_while_attached_or_streaming(simulator, xapi_session, x,
                   "qos_algorithm_type": "", "qos_algorithm_params": {}})
     x.VM.start(vm, False, False)
     assert fail(x.VDI.destroy, disk) == ["VDI_IN_USE", disk, "destroy"]
+
+
+def test_dropped_fixed_vhd_is_read_and_written(simulator, xapi_session, x):
+    sr = local_sr(x)
+    directory = sr_path(simulator, x.SR.get_uuid(sr))
+    uuid = "f1f2f3f4-0000-4000-8000-000000000001"
+    xhost_vhd.create_fixed(directory / f"{uuid}.vhd", 6 * MiB)
+    x.SR.scan(sr)
+    vdi = x.VDI.get_by_uuid(uuid)
+    write(simulator, xapi_session, vdi, b"fixed!" * 1000)
+    assert export(simulator.url, session_of(xapi_session), vdi)[:6000] == b"fixed!" * 1000
+    assert xhost_vhd.info(directory / f"{uuid}.vhd")["disk_type"] == "fixed"
+    snap = x.VDI.snapshot(vdi, {})  # a fixed base under differencing children
+    assert export(simulator.url, session_of(xapi_session), snap)[:6] == b"fixed!"

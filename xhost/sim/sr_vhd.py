@@ -138,9 +138,11 @@ class VhdLeafWriter:
                 raise ApiError("VDI_TOO_SMALL", self.vdi, offset + len(data))
             if is_zero(data) and self._reads_zero(offset, len(data)):
                 return
-            size = vhd.block_size
-            first, last = offset // size, (offset + len(data) - 1) // size
-            new = sum(1 for i in range(first, last + 1) if vhd.block_offset(i) is None)
+            new = 0
+            if vhd.is_dynamic:  # fixed VHDs (dropped in by dom0 scripts) are preallocated
+                size = vhd.block_size
+                first, last = offset // size, (offset + len(data) - 1) // size
+                new = sum(1 for i in range(first, last + 1) if vhd.block_offset(i) is None)
             if new:
                 need = new * (size + 512)
                 self.driver.runtime.reserve(self.sr, need)
