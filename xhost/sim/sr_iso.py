@@ -110,7 +110,7 @@ class IsoFileDriver(ContentDriver):
 
     def sr_scan(self, ctx: CallContext, sr: str) -> None:
         from .seed import sr_update
-        from .sr_vhd import _allowed_ops, forget_record
+        from .sr_vhd import forget_record, refresh_allowed_operations
 
         db = ctx.db
         sr_rec = db.get("SR", sr)
@@ -140,7 +140,7 @@ class IsoFileDriver(ContentDriver):
                         "name_label": name, "SR": sr, "type": "user", "location": name,
                         "virtual_size": size, "physical_utilisation": size,
                         "read_only": True, "managed": True, "sm_config": {}}))
-                    _allowed_ops(ctx, ref)
+                    refresh_allowed_operations(ctx, ref)
                 else:
                     rec = db.get("VDI", ref)
                     changes = {"virtual_size": size, "physical_utilisation": size,

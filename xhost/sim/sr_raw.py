@@ -116,7 +116,7 @@ class RawVolumeDriver(ContentDriver):
 
     def sr_scan(self, ctx: CallContext, sr: str) -> None:
         from .seed import sr_update
-        from .sr_vhd import _allowed_ops, forget_record
+        from .sr_vhd import forget_record, refresh_allowed_operations
 
         db = ctx.db
         sr_rec = db.get("SR", sr)
@@ -149,7 +149,7 @@ class RawVolumeDriver(ContentDriver):
                         "uuid": uuid, "name_label": "", "SR": sr, "type": "user",
                         "location": uuid, "virtual_size": size, "physical_utilisation": size,
                         "managed": True, "sm_config": {"vdi_type": "aio"}}))
-                    _allowed_ops(ctx, ref)
+                    refresh_allowed_operations(ctx, ref)
                 else:
                     rec = db.get("VDI", ref)
                     if (rec["virtual_size"], rec["physical_utilisation"]) != (size, size):

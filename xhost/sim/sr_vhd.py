@@ -319,7 +319,7 @@ class VhdFileDriver(ContentDriver):
                         info.path)
             return NULL_REF
         ref = ctx.db.add("VDI", spec.new_record(values))
-        _allowed_ops(ctx, ref)
+        refresh_allowed_operations(ctx, ref)
         return ref
 
     def _update_record(self, ctx: CallContext, ref: str, info: FileInfo) -> None:
@@ -484,7 +484,7 @@ class VhdFileDriver(ContentDriver):
                                                  "sm_config")}
         base_values["uuid"] = base_uuid
         base = db.add("VDI", self.sim.schema.classes["VDI"].new_record(base_values))
-        _allowed_ops(ctx, base)
+        refresh_allowed_operations(ctx, base)
         return {"location": new_uuid, "physical_utilisation": dest.stat().st_size,
                 "sm_config": {"vdi_type": "vhd", "vhd-parent": base_uuid}}
 
@@ -542,7 +542,7 @@ class VhdFileDriver(ContentDriver):
             return False
 
 
-def _allowed_ops(ctx: CallContext, ref: str) -> None:
+def refresh_allowed_operations(ctx: CallContext, ref: str) -> None:
     from .behaviours.storage import vdi_update_allowed_operations
 
     vdi_update_allowed_operations(ctx, ref)
