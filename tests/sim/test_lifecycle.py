@@ -136,7 +136,10 @@ def test_templates_and_snapshots_restrictions(x, new_vm, fail):
     assert x.VDI.get_is_a_snapshot(snap_vdi)
     vm_vdi = x.VBD.get_VDI(x.VM.get_VBDs(vm)[0])
     assert x.VDI.get_snapshot_of(snap_vdi) == vm_vdi
-    assert x.VDI.get_sm_config(snap_vdi)["vhd-parent"] == x.VDI.get_uuid(vm_vdi)
+    # SM's snapshot: the disk and its snapshot are both children of a hidden base copy.
+    base = x.VDI.get_by_uuid(x.VDI.get_sm_config(snap_vdi)["vhd-parent"])
+    assert x.VDI.get_sm_config(vm_vdi)["vhd-parent"] == x.VDI.get_uuid(base)
+    assert x.VDI.get_name_label(base) == "base copy" and not x.VDI.get_managed(base)
 
 
 def test_revert_restores_snapshot_state(x, new_vm):
@@ -180,8 +183,9 @@ def test_clone_copy_and_provision(x, new_vm):
     assert x.VIF.get_MAC(x.VM.get_VIFs(copy)[0]) != vif_mac
     fast = x.VM.clone(vm, "fast clone")
     fast_vdi = x.VBD.get_VDI(x.VM.get_VBDs(fast)[0])
+    # A fast clone shares the (now hidden) base copy of the original's disk.
     assert x.VDI.get_sm_config(fast_vdi)["vhd-parent"] == \
-        x.VDI.get_uuid(x.VBD.get_VDI(x.VM.get_VBDs(vm)[0]))
+        x.VDI.get_sm_config(x.VBD.get_VDI(x.VM.get_VBDs(vm)[0]))["vhd-parent"]
 
 
 def test_blocked_operations(x, new_vm, fail):

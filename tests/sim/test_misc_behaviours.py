@@ -45,6 +45,10 @@ def test_cbt_and_host_switches(x, fail):
     assert fail(x.host.reboot, host) == ["HOST_NOT_DISABLED"]
     x.host.disable(host)
     assert x.host.get_enabled(host) is False
+    compute_vm = [vm for vm, rec in x.VM.get_all_records().items()
+                  if rec["other_config"].get("xhost_compute_vm") == "true"][0]
+    assert fail(x.host.reboot, host) == ["HOST_IN_USE", host, "VM", compute_vm]
+    x.VM.hard_shutdown(compute_vm)
     x.host.reboot(host)
     assert x.host.get_enabled(host) is True
     x.host.set_power_on_mode(host, "wake-on-lan", {})

@@ -16,8 +16,26 @@ from xhost.testing.simfixtures import SIM_PASSWORD, SIM_USER
 
 
 def start(path: Path, **kwargs) -> Simulator:
-    return Simulator(path, users={SIM_USER: SIM_PASSWORD}, flush_interval=0.2,
-                     **kwargs).start()
+    sim = Simulator(path, users={SIM_USER: SIM_PASSWORD}, flush_interval=0.2, **kwargs).start()
+    if kwargs.get("hosts", 1) == 1:
+        prepare_to_join(sim.url)
+    return sim
+
+
+def prepare_to_join(url: str) -> None:
+    """What an administrator does before joining a host to a pool: shut its
+    VMs down (POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS; Nova's host_join shut
+    the compute VM down too) and forget its shared SRs
+    (POOL_JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS)."""
+    x = login(url).xenapi
+    for vm, rec in x.VM.get_all_records().items():
+        if not rec["is_control_domain"] and rec["power_state"] != "Halted":
+            x.VM.hard_shutdown(vm)
+    for sr, rec in x.SR.get_all_records().items():
+        if rec["shared"]:
+            for pbd in rec["PBDs"]:
+                x.PBD.unplug(pbd)
+            x.SR.forget(sr)
 
 
 def login(url: str) -> XenAPI.Session:
@@ -204,6 +222,7 @@ def test_join_from_another_process(pool: Simulator, tmp_path: Path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = proc.stdout.readline().strip()
+        prepare_to_join(url)
         login(url).xenapi.pool.join(endpoint(pool.url), SIM_USER, SIM_PASSWORD)
         # The joining process hands its port over and ends.
         assert proc.wait(20) == 0

@@ -157,9 +157,9 @@ class CopyRecorder(RecordOnlyDriver):
     def __init__(self) -> None:
         self.copies: list[tuple[str, str]] = []
 
-    def vdi_copy(self, ctx, src, src_record, dst, dst_record):
+    def vdi_copy(self, ctx, src, src_record, dst, dst_record, **kwargs):
         self.copies.append((src_record["uuid"], dst_record["SR"]))
-        return super().vdi_copy(ctx, src, src_record, dst, dst_record)
+        return super().vdi_copy(ctx, src, src_record, dst, dst_record, **kwargs)
 
 
 def test_storage_motion_between_local_srs(pool3: Simulator, client: XapiClient):
@@ -202,7 +202,11 @@ def test_storage_motion_between_local_srs(pool3: Simulator, client: XapiClient):
     snaps = client.call("VDI.get_snapshots", moved_ref)
     assert len(snaps) == 1 and client.call("VDI.get_SR", snaps[0]) == dst_sr
     assert refused(client.call, "VDI.get_record", snap)[0] == "HANDLE_INVALID"
-    assert client.call("SR.get_VDIs", src_sr) == []
+    # only the unmanaged base copy of the snapshot chain is left, for SM's GC
+    # Nothing of the VM is left there: only the unmanaged base copy of its
+    # snapshot chain (for SM's GC) and the seeded compute VM's own root disk.
+    left = [client.call("VDI.get_record", v) for v in client.call("SR.get_VDIs", src_sr)]
+    assert [r["name_label"] for r in left if r["managed"]] == ["xhost compute VM root"]
 
 
 def test_migrate_send_of_a_halted_vm_only_moves_disks(pool3: Simulator, client: XapiClient):
@@ -234,8 +238,12 @@ def test_cross_pool_destination_is_reported(pool3: Simulator, client: XapiClient
 
 
 def test_evacuate(pool3: Simulator, client: XapiClient):
+    from xhost.sim.compute import compute_vm
+
     hosts = hosts_by_name(client)
     busy = hosts["xcp-ng-sim"]
+    # the seeded compute VM lives on the master's local storage: it cannot leave
+    client.call("VM.hard_shutdown", compute_vm(pool3))
     movers = [make_vm(client, f"mover {i}") for i in range(3)]
     for vm in movers:
         client.call("VM.start_on", vm, busy, False, False)

@@ -25,7 +25,8 @@ def test_vdi_lifecycle_and_sr_accounting(x, fail):
     assert vdi in x.SR.get_VDIs(sr)
     assert int(x.SR.get_virtual_allocation(sr)) == before + 2 * GiB
     clone = x.VDI.clone(vdi, {})
-    assert x.VDI.get_sm_config(clone)["vhd-parent"] == rec["uuid"]
+    base = x.VDI.get_sm_config(clone)["vhd-parent"]
+    assert x.VDI.get_sm_config(vdi)["vhd-parent"] == base != rec["uuid"]
     snap = x.VDI.snapshot(vdi)
     assert x.VDI.get_is_a_snapshot(snap) and x.VDI.get_snapshot_of(snap) == vdi
     assert snap in x.VDI.get_snapshots(vdi)

@@ -406,6 +406,9 @@ def seed_pool(sim: Simulator) -> None:
         lifecycle.update_allowed_operations(db, ref)
     lifecycle.update_allowed_operations(db, dom0)
     sr_update(sim, local_sr)
+    from . import storage_setup
+
+    storage_setup.seed(sim, host, local_sr)
 
 
 def sr_update(sim: Simulator, sr: str) -> None:
@@ -416,7 +419,8 @@ def sr_update(sim: Simulator, sr: str) -> None:
         vdis = [db.find("VDI", v) for v in rec["VDIs"]]
         vdis = [v for v in vdis if v is not None]
         physical = sum(v["physical_utilisation"] for v in vdis)
-        virtual = sum(v["virtual_size"] for v in vdis)
+        # Hidden "base copy" VDIs (managed=false) take space but no allocation.
+        virtual = sum(v["virtual_size"] for v in vdis if v["managed"])
         if rec["physical_utilisation"] != physical or rec["virtual_allocation"] != virtual:
             db.update("SR", sr, physical_utilisation=physical, virtual_allocation=virtual)
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import storage_setup
 from .controls import Controls
 from .db import Database
 from .dispatch import Dispatcher
@@ -191,6 +192,7 @@ class Simulator:
             max_anonymous=max_anonymous_sessions)
         self.tasks = TaskManager(self)
         self.storage = StorageDrivers(self)
+        storage_setup.install(self)
         self.plugins = PluginRegistry(self)
         #: The control domain: file tree under ``<state_dir>/dom0``, plugins, XenStore.
         self.dom0 = Dom0Env(self, self.state_dir / "dom0", interpreter=dom0_python,
@@ -240,6 +242,7 @@ class Simulator:
             else:
                 self.db.load(state)
                 seed.after_restart(self)
+                storage_setup.bring_up(self)
             self.sessions.restore()
             self.tasks.restore()
             self._ssl = self._ssl_context() if self.tls else None
@@ -260,9 +263,10 @@ class Simulator:
                 master = self.master
                 view = SimHost(self, master.host_ref, local, "unix", master.public_address,
                                local=True)
-                from . import rpc_server
+                from . import dataplane, rpc_server
 
                 rpc_server.install(view, local)
+                dataplane.install(view, local)
                 local.start()
                 master.local_server = local
             self._write_ports()
@@ -337,11 +341,12 @@ class Simulator:
 
     def _install(self, host: SimHost) -> None:
         """(Re)install every route of ``host`` on its server."""
-        from . import control_http, rpc_server
+        from . import control_http, dataplane, rpc_server
 
         host.server.routes.clear()
         rpc_server.install(host)
         control_http.install(host)
+        dataplane.install(host)
         for installer in self.host_installers:
             installer(host)
 
@@ -376,6 +381,7 @@ class Simulator:
         self._started = False
         LIVE.pop(self.token, None)
         self._stop_event.set()
+        self.storage_runtime.stop()
         for host in self.hosts:
             host.server.stop()
             if host.local_server is not None:

@@ -2,10 +2,10 @@
 
 The behaviours in :mod:`xhost.sim.behaviours.storage` own the XAPI semantics
 (records, errors, operations, relations); a driver owns the *content*.
-Part 1 ships :class:`RecordOnlyDriver` for every SR type: disks have sizes
-and chain metadata but no bytes.  Part 2 registers file-backed drivers
-(``ext``/``nfs`` with real VHD files, ``lvm`` raw volumes, ``iso``) with
-:meth:`StorageDrivers.register`; nothing else has to change.
+:class:`RecordOnlyDriver` keeps sizes and chain metadata but no bytes; the
+simulator replaces it with content-keeping drivers for ``ext``/``file``/``nfs``
+(VHD files), ``lvm`` (raw volumes) and ``iso`` through
+:meth:`StorageDrivers.register` (see :mod:`xhost.sim.storage_setup`).
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ class SRDriver:
         """Free a disk."""
 
     def vdi_clone(self, ctx: CallContext, sr: str, src: str, src_record: dict[str, Any],
-                  new: str, new_record: dict[str, Any], *, snapshot: bool) -> dict[str, Any]:
+                  new: str, new_record: dict[str, Any], *, snapshot: bool,
+                  driver_params: dict[str, str] | None = None) -> dict[str, Any]:
         """Make ``new`` a copy-on-write child of ``src``; returns updates for ``new``."""
         sm = dict(new_record["sm_config"], vdi_type=self.vdi_type)
         if src_record["sm_config"].get("vhd-parent") is not None or self.vdi_type == "vhd":
@@ -60,8 +61,9 @@ class SRDriver:
                 "location": new_record["uuid"], "sm_config": sm}
 
     def vdi_copy(self, ctx: CallContext, src: str, src_record: dict[str, Any], dst: str,
-                 dst_record: dict[str, Any]) -> dict[str, Any]:
-        """Copy the content of ``src`` into ``dst`` (may be in another SR)."""
+                 dst_record: dict[str, Any], base: str = "OpaqueRef:NULL") -> dict[str, Any]:
+        """Copy the content of ``src`` (or what differs from ``base``) into ``dst``
+        (which may be in another SR)."""
         return {"physical_utilisation": src_record["physical_utilisation"]}
 
     def vdi_resize(self, ctx: CallContext, sr: str, vdi: str, record: dict[str, Any],
@@ -70,11 +72,12 @@ class SRDriver:
                 "physical_utilisation": record["physical_utilisation"] if self.thin
                 else new_size}
 
-    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool) -> None:
-        """A VBD of ``vdi`` was plugged (VM start or hotplug)."""
+    def vdi_attach(self, ctx: CallContext, vdi: str, writable: bool,
+                   vbd: str | None = None) -> None:
+        """VBD ``vbd`` of ``vdi`` is being plugged (VM start or hotplug)."""
 
-    def vdi_detach(self, ctx: CallContext, vdi: str) -> None:
-        """A VBD of ``vdi`` was unplugged."""
+    def vdi_detach(self, ctx: CallContext, vdi: str, vbd: str | None = None) -> None:
+        """VBD ``vbd`` of ``vdi`` is being unplugged."""
 
 
 class RecordOnlyDriver(SRDriver):

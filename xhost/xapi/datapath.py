@@ -13,7 +13,7 @@ import http.client
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from xhost import exception
 from xhost.xapi import redact
@@ -76,13 +76,55 @@ def _request(client: XapiClient, method: str, handler: str, query: dict[str, str
             conn.close()
             netloc = location.netloc or netloc
             path = location.path + ("?" + location.query if location.query else "")
-            if hasattr(body, "seek"):
+            if hasattr(body, "seek") and getattr(body, "seekable", lambda: True)():
                 body.seek(0)  # type: ignore[union-attr]
             elif body is not None:
                 raise exception.XapiError(reason=f"/{handler} redirected a one-shot stream")
             continue
         return conn, response
     raise exception.XapiError(reason=f"/{handler}: too many redirections")
+
+
+def _finished_outcome(client: XapiClient, task: str, method: str) -> None:
+    """Raise the failure of ``task`` if it already failed (or was cancelled).
+
+    XAPI answers ``200`` before it moves any byte and reports later failures
+    (``VDI_IN_USE``, ``SR_FULL``...) only in the task, often closing the
+    connection mid-transfer; refusals before that (``401``) leave the task
+    pending. Either way the task, when finished, says best what went wrong.
+    """
+    try:
+        status = client.call("task.get_status", task)
+    except exception.XapiError:
+        return
+    if status not in ("pending", "cancelling"):
+        client.wait_task(task, timeout=client.login_timeout, method=method, destroy=False)
+
+
+class _CountingFile:
+    """A file being uploaded: reports progress, rewinds for a redirect if it can."""
+
+    def __init__(self, data: Any, progress: Progress | None) -> None:
+        self._data = data
+        self._progress = progress
+        try:
+            self._start: int | None = data.tell() if data.seekable() else None
+        except (AttributeError, OSError):
+            self._start = None
+
+    def read(self, count: int) -> bytes:
+        chunk = self._data.read(count)
+        if chunk and self._progress:
+            self._progress(len(chunk))
+        return chunk
+
+    def seekable(self) -> bool:
+        return self._start is not None
+
+    def seek(self, offset: int) -> None:
+        if self._start is None:
+            raise OSError("not seekable")
+        self._data.seek(self._start + offset)
 
 
 def _check_format(fmt: str) -> None:
@@ -103,36 +145,38 @@ def import_raw_vdi(client: XapiClient, vdi_ref: str, data: Iterable[bytes] | Bin
     task = client.call("task.create", "xhost import_raw_vdi", f"into {vdi_ref}")
     try:
         def counted() -> Iterator[bytes]:
-            if hasattr(data, "read"):
-                while True:
-                    chunk = data.read(CHUNK)  # type: ignore[union-attr]
-                    if not chunk:
-                        return
-                    if progress:
-                        progress(len(chunk))
-                    yield chunk
-            else:
-                for chunk in data:  # type: ignore[union-attr]
-                    if progress:
-                        progress(len(chunk))
-                    yield chunk
+            for chunk in data:  # type: ignore[union-attr]
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+        # A seekable file can be sent again after XAPI's 302; a stream cannot.
+        body: Any = _CountingFile(data, progress) if hasattr(data, "read") else counted()
 
         query = {"session_id": client.session_ref(), "task_id": task, "vdi": vdi_ref, "format": fmt}
         client._count("PUT /import_raw_vdi")
         LOG.debug("PUT /import_raw_vdi vdi=%s format=%s size=%d", vdi_ref, fmt, size)
-        conn, response = _request(client, "PUT", "import_raw_vdi", query,
-                                  {"Content-Length": str(size),
-                                   "Content-Type": "application/octet-stream"},
-                                  counted(), timeout)
+        try:
+            conn, response = _request(client, "PUT", "import_raw_vdi", query,
+                                      {"Content-Length": str(size),
+                                       "Content-Type": "application/octet-stream"},
+                                      body, timeout)
+        except exception.XapiConnectionError:
+            # The host may have refused and closed while we were still sending.
+            _finished_outcome(client, task, "import_raw_vdi")
+            raise
         try:
             body = response.read(64 * 1024)
+        except (OSError, http.client.HTTPException):
+            body = b""
         finally:
             conn.close()
         status = response.status
-        client.wait_task(task, timeout=timeout, method="import_raw_vdi", destroy=False)
         if status >= 300:
+            _finished_outcome(client, task, "import_raw_vdi")
             raise exception.XapiError(
                 reason=f"/import_raw_vdi answered HTTP {status}: {body[:200]!r}")
+        client.wait_task(task, timeout=timeout, method="import_raw_vdi", destroy=False)
     finally:
         with contextlib.suppress(exception.XapiError):
             client.call("task.destroy", task)
@@ -162,7 +206,8 @@ class ExportStream:
                                                   self.timeout)
             if self._response.status >= 300:
                 body = self._response.read(64 * 1024)
-                self._finish()
+                self._conn.close()
+                _finished_outcome(client, self.task, "export_raw_vdi")
                 raise exception.XapiError(
                     reason=f"/export_raw_vdi answered HTTP {self._response.status}: {body[:200]!r}")
         except BaseException:

@@ -58,6 +58,8 @@ def vdi_update_allowed_operations(ctx: CallContext, vdi: str) -> None:
         for op in VDI_OPS:
             if rec["current_operations"]:
                 break
+            if not rec["managed"] and op != "forget":
+                continue  # xapi: VDI_NOT_MANAGED (hidden "base copy" VDIs)
             if attached and op in ("destroy", "forget", "resize", "data_destroy", "set_on_boot"):
                 continue
             if not attached and op == "resize_online":
@@ -169,7 +171,7 @@ def clone_vdi(ctx: CallContext, vdi: str, *, snapshot: bool,
     new = db.add("VDI", spec.new_record(values))
     try:
         updates = driver.vdi_clone(ctx, sr, vdi, src, new, db.get("VDI", new),
-                                   snapshot=snapshot)
+                                   snapshot=snapshot, driver_params=driver_params or {})
     except BaseException:
         db.remove("VDI", new)
         raise
@@ -179,7 +181,8 @@ def clone_vdi(ctx: CallContext, vdi: str, *, snapshot: bool,
     return new
 
 
-def copy_vdi(ctx: CallContext, vdi: str, sr: str, into: str = NULL_REF) -> str:
+def copy_vdi(ctx: CallContext, vdi: str, sr: str, into: str = NULL_REF,
+             base: str = NULL_REF) -> str:
     db = ctx.db
     src = db.get("VDI", vdi)
     if into != NULL_REF:
@@ -198,7 +201,12 @@ def copy_vdi(ctx: CallContext, vdi: str, sr: str, into: str = NULL_REF) -> str:
                                                "on_boot", "allow_caching", "tags")})
     dst_rec = db.get("VDI", target)
     driver = ctx.sim.storage.for_sr(dst_rec["SR"])
-    updates = driver.vdi_copy(ctx, vdi, src, target, dst_rec)
+    try:
+        updates = driver.vdi_copy(ctx, vdi, src, target, dst_rec, base=base)
+    except BaseException:
+        if into == NULL_REF and db.exists("VDI", target):
+            destroy_vdi(ctx, target)  # leave nothing half-made behind
+        raise
     if updates:
         db.update("VDI", target, **updates)
     sr_update(ctx.sim, dst_rec["SR"])
@@ -258,6 +266,8 @@ def vdi_operation(ctx: CallContext, vdi: str, op: str) -> Iterator[dict[str, Any
     key = ctx.op_key
     with db.lock:
         rec = db.get("VDI", vdi)
+        if not rec["managed"]:
+            raise ApiError("VDI_NOT_MANAGED", vdi)
         if rec["current_operations"]:
             task, cur = next(iter(rec["current_operations"].items()))
             raise ApiError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, cur, task)
@@ -284,6 +294,8 @@ def vdi_create(ctx: CallContext, record: dict[str, Any]) -> str:
 def vdi_destroy(ctx: CallContext, vdi: str) -> None:
     db = ctx.db
     rec = db.get("VDI", vdi)
+    if not rec["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", vdi)
     for vbd in rec["VBDs"]:
         vrec = db.find("VBD", vbd)
         if vrec is not None and vrec["currently_attached"]:
@@ -319,7 +331,7 @@ def vdi_copy(ctx: CallContext, vdi: str, sr: str, base_vdi: str, into_vdi: str) 
         raise ApiError("HANDLE_INVALID", "SR", sr)
     with vdi_operation(ctx, vdi, "copy"):
         ctx.work()
-        return copy_vdi(ctx, vdi, sr, into_vdi)
+        return copy_vdi(ctx, vdi, sr, into_vdi, base_vdi)
 
 
 def _resize(ctx: CallContext, vdi: str, size: int, online: bool) -> None:
@@ -409,7 +421,8 @@ def vbd_plug(ctx: CallContext, vbd: str) -> None:
 
     if rec["VDI"] != NULL_REF and not rec["empty"]:
         vdi = db.get("VDI", rec["VDI"])
-        ctx.sim.storage.for_sr(vdi["SR"]).vdi_attach(ctx, rec["VDI"], rec["mode"] == "RW")
+        ctx.sim.storage.for_sr(vdi["SR"]).vdi_attach(ctx, rec["VDI"], rec["mode"] == "RW",
+                                                      vbd=vbd)
     db.update("VBD", vbd, currently_attached=True,
               device=_device_name(rec["userdevice"], rec["type"]))
     vbd_update_allowed_operations(ctx, vbd)
@@ -429,7 +442,7 @@ def _unplug(ctx: CallContext, vbd: str, force: bool) -> None:
     if rec["VDI"] != NULL_REF and not rec["empty"]:
         vdi = db.find("VDI", rec["VDI"])
         if vdi is not None:
-            ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, rec["VDI"])
+            ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, rec["VDI"], vbd=vbd)
     db.update("VBD", vbd, currently_attached=False)
     vbd_update_allowed_operations(ctx, vbd)
     if rec["VDI"] != NULL_REF:

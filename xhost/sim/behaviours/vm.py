@@ -175,7 +175,7 @@ def attach_devices(ctx: CallContext, vm: str, rec: dict[str, Any]) -> None:
             vdi = db.find("VDI", vrec["VDI"])
             if vdi is not None:
                 ctx.sim.storage.for_sr(vdi["SR"]).vdi_attach(ctx, vrec["VDI"],
-                                                              vrec["mode"] == "RW")
+                                                              vrec["mode"] == "RW", vbd=vbd)
         db.update("VBD", vbd, currently_attached=True,
                   device=_device_name(vrec["userdevice"], vrec["type"]))
         if vrec["VDI"] != NULL_REF:
@@ -194,7 +194,7 @@ def detach_devices(ctx: CallContext, vm: str, rec: dict[str, Any]) -> None:
         if vrec["currently_attached"] and vrec["VDI"] != NULL_REF:
             vdi = db.find("VDI", vrec["VDI"])
             if vdi is not None:
-                ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, vrec["VDI"])
+                ctx.sim.storage.for_sr(vdi["SR"]).vdi_detach(ctx, vrec["VDI"], vbd=vbd)
         db.update("VBD", vbd, currently_attached=False, current_operations={})
         if vrec["VDI"] != NULL_REF:
             vdi_update_allowed_operations(ctx, vrec["VDI"])
