@@ -114,3 +114,23 @@ def test_devices_survive_a_restart(tmp_path):
         x = session.xenapi
         x.VBD.unplug(vbd)
         assert export(sim.url, session._session, vdi)[:14] == b"before restart"
+
+
+def test_disk_plugged_into_dom0_is_a_device_file_for_dom0_scripts(simulator, xapi_session, x):
+    """What dom0 scripts partition and format: /dev/<device> in the dom0 root."""
+    session = xapi_session._session
+    sr = x.SR.get_by_name_label("Local storage")[0]
+    dom0 = next(vm for vm, rec in x.VM.get_all_records().items() if rec["is_control_domain"])
+    vdi = x.VDI.create(vdi_record(sr, 8 * MiB))
+    vbd = attach(x, dom0, vdi)
+    x.VBD.plug(vbd)
+    device = x.VBD.get_device(vbd)
+    dev = simulator.state_dir / "dom0" / "dev" / device
+    assert dev.stat().st_size == 8 * MiB
+    with open(dev, "r+b") as f:
+        f.seek(MiB)
+        f.write(b"formatted in dom0")
+    x.VBD.unplug(vbd)
+    assert not dev.exists()
+    assert export(simulator.url, session, vdi)[MiB:MiB + 17] == b"formatted in dom0"
+    x.VBD.destroy(vbd)

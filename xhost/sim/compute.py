@@ -21,6 +21,10 @@ hold the virtual disk's bytes and can be read and written like
   (snapshot, clone, copy, export, resize) the device is written back first,
   so those operations see what the guest wrote.
 
+Disks plugged into the control domain (dom0) appear the same way at
+``<dom0 root>/dev/<VBD.device>`` -- what ``/dev/xvdb`` is in a real dom0 --
+so dom0 scripts can partition and format them (sfdisk, mkfs...).
+
 Everything runs in bounded memory (2 MiB blocks).  Which devices are
 materialised is kept in ``<state_dir>/compute/devices.json`` so a restarted
 simulator carries on.
@@ -72,11 +76,27 @@ def compute_vm(sim: Simulator) -> str | None:
     return None
 
 
+def dom0_device_dir(sim: Simulator) -> Path:
+    """``<dom0 root>/dev``: block devices of disks plugged into dom0."""
+    return Path(sim.dom0.root) / "dev"
+
+
+def _device_dir_for(sim: Simulator, vm: str) -> Path | None:
+    """Where disks plugged into ``vm`` appear, if it is the compute VM or a
+    control domain; None for other VMs."""
+    if vm == compute_vm(sim):
+        return device_dir(sim)
+    rec = sim.db.find("VM", vm)
+    if rec is not None and rec["is_control_domain"]:
+        return dom0_device_dir(sim)
+    return None
+
+
 class Device:
-    """One materialised disk of the compute VM."""
+    """One materialised disk of the compute VM or of dom0."""
 
     def __init__(self, sim: Simulator, vdi_uuid: str, vbd: str, name: str, writable: bool,
-                 synced: int) -> None:
+                 synced: int, directory: Path | None = None) -> None:
         self.sim = sim
         self.vdi_uuid = vdi_uuid
         self.vbd = vbd
@@ -84,11 +104,12 @@ class Device:
         self.writable = writable
         #: (mtime_ns, size) of the device file when it last matched the VDI.
         self.synced = synced
+        self.directory = directory or device_dir(sim)
         self.lock = threading.Lock()
 
     @property
     def path(self) -> Path:
-        return device_dir(self.sim) / self.name
+        return self.directory / self.name
 
     def _stamp(self) -> int:
         st = self.path.stat()
@@ -122,7 +143,8 @@ class Device:
 
     def to_json(self) -> dict[str, Any]:
         return {"vdi": self.vdi_uuid, "vbd": self.vbd, "device": self.name,
-                "writable": self.writable, "synced": self.synced}
+                "writable": self.writable, "synced": self.synced,
+                "directory": str(self.directory)}
 
 
 def _devices(sim: Simulator) -> dict[str, Device]:
@@ -145,18 +167,17 @@ def _register(sim: Simulator, device: Device) -> None:
 def on_attach(ctx: CallContext, driver: ContentDriver, vdi: str, writable: bool,
               vbd: str | None) -> None:
     """VBD ``vbd`` of ``vdi`` is being plugged; materialise it if its VM is the
-    compute VM."""
+    compute VM or dom0."""
     from .behaviours.vm import _device_name
 
     sim = ctx.sim
     db = ctx.db
-    vm = compute_vm(sim)
     vrec = db.find("VBD", vbd) if vbd else None
-    if vm is None or vrec is None or vrec["VM"] != vm:
+    directory = _device_dir_for(sim, vrec["VM"]) if vrec is not None else None
+    if directory is None:
         return
     rec = db.get("VDI", vdi)
     name = _device_name(vrec["userdevice"], vrec["type"])
-    directory = device_dir(sim)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     with _LOCK:
@@ -174,7 +195,7 @@ def on_attach(ctx: CallContext, driver: ContentDriver, vdi: str, writable: bool,
             copy_disk(reader, writer, dest_fresh=True, check=ctx.check_cancel)
         if not writable:
             path.chmod(0o444)
-        device = Device(sim, rec["uuid"], vbd, name, writable, 0)
+        device = Device(sim, rec["uuid"], vbd, name, writable, 0, directory)
         device.synced = device._stamp()
         _register(sim, device)
         _save(sim)
@@ -221,8 +242,9 @@ def restore(sim: Simulator) -> None:
         LOG.warning("ignoring unreadable %s", path)
         return
     for entry in doc:
+        directory = Path(entry["directory"]) if entry.get("directory") else None
         device = Device(sim, entry["vdi"], entry["vbd"], entry["device"], entry["writable"],
-                        entry["synced"])
+                        entry["synced"], directory)
         if device.path.exists():
             _register(sim, device)
 
