@@ -41,7 +41,7 @@ PASSWORD = "bench"
 def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, XHOST_SIM_PASSWORD=PASSWORD)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir", state_dir,
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir", state_dir,
          "--auth-delay", "0", "--flush-interval", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     url = proc.stdout.readline().strip()

@@ -7,17 +7,18 @@ cd "$(dirname "$0")/.."
 
 tools/setup-system.sh
 
-# tox finds the interpreters only when their bin/ directories are on PATH.
+python3 -m venv .venv-tools
+.venv-tools/bin/python -m pip install --quiet --upgrade pip 'tox>=4.11'
+
+# tox finds the interpreters (python3.6 ... python3.13) only when their bin/
+# directories are on PATH; appended, so that the default python3 stays first.
 if command -v pyenv >/dev/null 2>&1 || [ -d "${PYENV_ROOT:-$HOME/.pyenv}" ]; then
     root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
     for v in "$root"/versions/*; do
-        [ -x "$v/bin/python" ] && PATH="$v/bin:$PATH"
+        [ -x "$v/bin/python" ] && PATH="$PATH:$v/bin"
     done
     export PATH
 fi
-
-python3 -m venv .venv-tools
-.venv-tools/bin/python -m pip install --quiet --upgrade pip 'tox>=4.11'
 
 if [ $# -eq 0 ]; then
     exec .venv-tools/bin/tox run

@@ -118,7 +118,7 @@ def test_install_is_reused(glance):
 
 
 def test_install_cli_prints_venv(glance):
-    out = subprocess.run([sys.executable, "-m", "xhost.testing.glance", "--install"],
+    out = subprocess.run([sys.executable, "-P", "-m", "xhost.testing.glance", "--install"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(glance.install.venv)
 

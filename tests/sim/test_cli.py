@@ -15,7 +15,7 @@ PW = "cli-secret"
 
 def xhost(*args, env=None, check=True):
     env = dict(os.environ, **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "xhost.cli.main", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-P", "-m", "xhost.cli.main", *args], capture_output=True,
                           text=True, env=env, timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(f"xhost {' '.join(args)} failed ({proc.returncode}):\n"
@@ -27,7 +27,7 @@ def xhost(*args, env=None, check=True):
 def served(tmp_path):
     state = tmp_path / "state"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir", str(state),
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir", str(state),
          "--password", PW, "--auth-delay", "0", "--port", "0",
          "--user", "viewer:v:read-only"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -94,7 +94,7 @@ def test_control_commands(served):
 
 def test_serve_refuses_without_password_and_on_a_busy_state_dir(served, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XHOST_SIM_PASSWORD"}
-    proc = subprocess.run([sys.executable, "-m", "xhost.cli.main", "sim", "serve",
+    proc = subprocess.run([sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve",
                            "--state-dir", str(tmp_path / "x")], capture_output=True, text=True,
                           env=env, timeout=60)
     assert proc.returncode != 0 and "--password" in proc.stderr
@@ -105,7 +105,7 @@ def test_serve_refuses_without_password_and_on_a_busy_state_dir(served, tmp_path
 
 def test_serve_tls(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
          str(tmp_path / "tls"), "--password", PW, "--tls", "--auth-delay", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -268,7 +268,7 @@ def test_transfers_run_in_bounded_memory(tmp_path):
     RSS grows by far less than the data (buffers are 2 MiB)."""
     size = 256 * MiB
     server = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
          str(tmp_path / "state"), "--password", "pw"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

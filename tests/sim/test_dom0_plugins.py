@@ -335,7 +335,7 @@ def test_bad_interpreter_is_refused(simulator):
 
 def test_serve_with_a_python36_dom0(tmp_path, py36):
     """``xhost sim serve --dom0-python``, as a user runs it."""
-    base = [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--password", "pw",
+    base = [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--password", "pw",
             "--auth-delay", "0"]
     bad = subprocess.run([*base, "--state-dir", str(tmp_path / "bad"), "--dom0-python",
                           "/nonexistent/python"], capture_output=True, text=True, timeout=60)

@@ -310,13 +310,13 @@ def test_serve_real_network_from_the_command_line(tmp_path: Path):
 
     env = dict(os.environ, XHOST_SIM_PASSWORD=SIM_PASSWORD)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
          str(tmp_path / "cli"), "--real-network", "--network-backend", "bridge",
          "--auth-delay", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env)
     try:
         url = proc.stdout.readline().strip()
-        out = subprocess.run([sys.executable, "-m", "xhost.cli.main", "sim", "network",
+        out = subprocess.run([sys.executable, "-P", "-m", "xhost.cli.main", "sim", "network",
                               "--url", url, "-f", "value", "-c", "netns"],
                              capture_output=True, text=True, env=env, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -98,7 +98,7 @@ def test_sigkilled_simulator_restarts_consistent(tmp_path):
     state = tmp_path / "state"
     env = dict(os.environ, XHOST_SIM_PASSWORD="pw")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir", str(state),
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir", str(state),
          "--flush-interval", "0.1", "--auth-delay", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

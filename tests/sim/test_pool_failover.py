@@ -120,13 +120,13 @@ def test_emergency_reset_master_points_a_member_elsewhere(pool3: Simulator):
 
 
 def sim_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xhost.cli.main", "sim", *args],
+    return subprocess.run([sys.executable, "-P", "-m", "xhost.cli.main", "sim", *args],
                           capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_failover_from_the_command_line(tmp_path: Path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
          str(tmp_path / "cli"), "--hosts", "3", "--password", SIM_PASSWORD,
          "--auth-delay", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -121,7 +121,7 @@ def test_member_answers_emergency_calls_only(pool3: Simulator):
 
 def test_serve_prints_every_host_url(tmp_path: Path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
          str(tmp_path / "cli"), "--hosts", "2", "--password", SIM_PASSWORD,
          "--auth-delay", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -217,7 +217,7 @@ def test_eject(pool: Simulator, standalone: Simulator):
 def test_join_from_another_process(pool: Simulator, tmp_path: Path):
     env = dict(os.environ, XHOST_SIM_PASSWORD=SIM_PASSWORD)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
+        [sys.executable, "-P", "-m", "xhost.cli.main", "sim", "serve", "--state-dir",
          str(tmp_path / "other"), "--host-name", "remote", "--auth-delay", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

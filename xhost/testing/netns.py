@@ -323,7 +323,12 @@ def _pick_backend(backend: Backend) -> Literal["pyroute2", "iproute2"]:
 
 def _links(namespace: str | None, backend: str) -> list[Link]:
     if backend == "pyroute2":
-        return list(_links_pyroute2(namespace))
+        try:
+            return list(_links_pyroute2(namespace))
+        except RuntimeError:
+            # pyroute2 forks to enter a namespace, which Python refuses during
+            # interpreter shutdown (the atexit cleanup): use iproute2 then.
+            pass
     return list(_links_iproute2(namespace))
 
 
