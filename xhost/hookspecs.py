@@ -661,6 +661,11 @@ def xhost_agent_configure_instance(ctx: Context, instance: Instance, vm_ref: str
     newer build is configured. Agent failures never fail the boot: they are
     returned, and core records them on the instance.
 
+    When it generated the admin password and the agent accepted it, the
+    implementation leaves it in ``instance.admin_password`` and sets
+    ``ctx.extra["admin_password_generated"] = True``; core then gives it
+    once to whoever created the instance (it is stored nowhere).
+
     :param ctx: the operation context.
     :param instance: the instance (running).
     :param vm_ref: XAPI ref of its VM.

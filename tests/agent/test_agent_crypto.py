@@ -56,3 +56,15 @@ def test_diffie_hellman_agrees_and_uses_the_agents_group():
         host.shared_secret("garbage")
     with pytest.raises(ValueError, match="out of range"):
         host.shared_secret("1")
+
+
+@pytest.mark.parametrize("digest", crypto.DIGESTS)
+@pytest.mark.parametrize("secret,plaintext", CASES)
+def test_the_simulated_guest_agent_decrypts_what_xhost_encrypts(digest, secret, plaintext):
+    """The guest side decrypts with the openssl command, as real agents do."""
+    from xhost.sim import guest_agent
+
+    sealed = crypto.encrypt(secret, plaintext, digest)
+    assert guest_agent.decrypt_with_openssl(secret, sealed, digest) == plaintext
+    other = "sha256" if digest == "md5" else "md5"
+    assert guest_agent.decrypt_with_openssl(secret, sealed, other) != plaintext

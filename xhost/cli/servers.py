@@ -1,6 +1,8 @@
 """``xhost server ...``, ``xhost flavor list`` and ``xhost reconcile``."""
 from __future__ import annotations
 
+import argparse
+
 from cliff import command, lister, show
 
 from xhost import exception
@@ -24,12 +26,23 @@ def _property(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def _injected(text: str) -> tuple[str, str]:
+    guest, sep, local = text.partition("=")
+    if not sep or not guest.startswith("/") or not local:
+        raise argparse.ArgumentTypeError(f"--file takes GUEST_PATH=LOCAL_FILE with an absolute guest path, "
+                         f"not {text!r}")
+    return guest, local
+
+
 def _show(server: servers.Server):
     data = {c: getattr(server, c) for c in servers.LIST_COLUMNS}
     data["faults"] = list(server.faults)
     data["ports"] = server.ports
     data["disks"] = server.disks
     data.update(server.details)
+    if server.admin_password:
+        # Generated at creation; shown this once, stored nowhere.
+        data["admin_password"] = server.admin_password
     return tuple(data), tuple(data.values())
 
 
@@ -52,6 +65,13 @@ class CreateServer(show.ShowOne):
         parser.add_argument("--config-drive", action="store_true", help="Attach a config drive.")
         parser.add_argument("--user-data", metavar="FILE", help="User data for the config drive.")
         parser.add_argument("--key-file", metavar="FILE", help="SSH public key to inject.")
+        parser.add_argument("--password", metavar="PASSWORD",
+                            help="Administrator password the guest agent sets (generated and "
+                                 "shown once when the image has an agent and none is given).")
+        parser.add_argument("--file", action="append", default=[], type=_injected,
+                            metavar="GUEST_PATH=LOCAL_FILE",
+                            help="File the guest agent writes into the guest at first boot "
+                                 "(repeatable).")
         parser.add_argument("--property", action="append", default=[], type=_property,
                             metavar="KEY=VALUE", help="Server metadata (repeatable).")
         parser.add_argument("--wait", action="store_true",
@@ -77,6 +97,10 @@ class CreateServer(show.ShowOne):
             options["user_data"] = _read(args.user_data, "--user-data")
         if args.key_file:
             options["key_data"] = _read(args.key_file, "--key-file").decode().strip()
+        if args.password is not None:
+            options["admin_password"] = args.password
+        if args.file:
+            options["files"] = {guest: _read(local, "--file") for guest, local in args.file}
         callback = progress.steps(f"creating {args.name}", 100, stream=self.app.stderr)
         compute.progress = callback
         server = compute.create_server(args.name, args.image, flavor, args.network, **options)

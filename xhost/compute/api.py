@@ -53,6 +53,14 @@ class DestroyError(exception.XhostError):
     msg_fmt = "could not delete server {name!r}: {step} failed: {cause}"
 
 
+class NoGuestAgent(exception.XhostError):
+    msg_fmt = "cannot {what} of server {name!r}: it has no guest agent: {reason}"
+
+
+class ServerNotRunning(exception.XhostError):
+    msg_fmt = "cannot {what} of server {name!r}: it is {state}; start it first"
+
+
 def random_mac() -> str:
     """A locally administered MAC in OpenStack's fa:16:3e prefix."""
     tail = secrets.token_bytes(3)
@@ -200,6 +208,10 @@ class Compute:
         Options: ``config_drive``, ``user_data`` (bytes), ``key_data`` (an SSH
         public key), ``admin_password``, ``metadata`` (dict), ``files`` (guest
         path -> bytes), ``hostname``, ``vm_mode``.
+
+        When the guest agent set a password xhost generated (no
+        ``admin_password`` given), the returned server's ``admin_password``
+        holds it: the only time it is given (it is stored nowhere).
         """
         ctx = self.context()
         if isinstance(flavor, str):
@@ -223,7 +235,10 @@ class Compute:
             raise SpawnError(name=name, step=ctx.extra.get("step", "preparing"),
                              cause=_describe(exc), leftover=ctx.extra.get("leftover", "")) from exc
         self.journal.end(entry)
-        return self.show_server(instance.uuid)
+        server = self.show_server(instance.uuid)
+        if ctx.extra.get("admin_password_generated"):
+            server.admin_password = instance.admin_password
+        return server
 
     def _after_failed_spawn(self, ctx: Context, instance: Instance, exc: BaseException) -> None:
         LOG.warning("spawn of %s failed at %s: %s; rolling back", instance.name,
@@ -294,6 +309,59 @@ class Compute:
             step("destroying the VM", _ignore_missing, self.xapi, "VM.destroy", vm_ref)
         return failures
 
+    # -- the guest agent -------------------------------------------------------------
+
+    def _agent_target(self, name: str, what: str) -> tuple[Context, Instance, str]:
+        """The context, instance and VM of a running server that has a guest
+        agent; clear errors otherwise."""
+        found = self._find(name)
+        if found is None:
+            raise ServerNotFound(name=name)
+        ref, rec = found
+        instance = instance_from_record(rec)
+        instance.vm_ref = ref
+        ctx = self.context()
+        selected = self.plugins.selected.get("guest_agent", "none")
+        if selected == "none":
+            raise NoGuestAgent(what=what, name=name, reason=(
+                "xhost talks to no guest agent ([xenserver] guest_agent = none, or "
+                "disable_agent = true)"))
+        if not self.plugins.agent_detect(ctx, instance):
+            props = instance.image.properties if instance.image else {}
+            value = vmrecord.image_property(props, "img_use_agent", "xenapi_use_agent")
+            image = (instance.image.name or instance.image.id) if instance.image else "unknown"
+            raise NoGuestAgent(what=what, name=name, reason=(
+                f"its image ({image}) has img_use_agent={value if value is not None else 'unset'}"
+                f" and [xenserver] use_agent_default is "
+                f"{str(self.conf.xenserver.use_agent_default).lower()}; set img_use_agent=true "
+                f"on images that run the XenServer guest agent"))
+        if rec["power_state"] != "Running":
+            raise ServerNotRunning(what=what, name=name, state=rec["power_state"].lower())
+        return ctx, instance, ref
+
+    def set_admin_password(self, name: str, password: str) -> None:
+        """Set the administrator password of a running server through its
+        guest agent (exchanged encrypted; never logged)."""
+        if not password:
+            raise exception.XhostError("the new password is empty; give a non-empty password")
+        ctx, instance, ref = self._agent_target(name, "set the password")
+        self.plugins.agent_set_password(ctx, instance, ref, password)
+
+    def inject_file(self, name: str, path: str, contents: bytes) -> None:
+        """Write a file (at absolute ``path``) into a running server through
+        its guest agent."""
+        if not path.startswith("/"):
+            raise exception.XhostError(f"the guest path {path!r} is not absolute; give the full "
+                                       f"path of the file inside the guest, e.g. /etc/motd")
+        ctx, instance, ref = self._agent_target(name, "inject a file")
+        self.plugins.agent_inject_file(ctx, instance, ref, path, contents)
+
+    def reset_network(self, name: str) -> None:
+        """Make a running server's guest agent re-read its hostname and
+        network configuration (from the VM's ``xenstore_data``)."""
+        ctx, instance, ref = self._agent_target(name, "reset the network")
+        self.plugins.agent_reset_network(ctx, instance, ref)
+
     # -- crash recovery -----------------------------------------------------------
 
     def reconcile(self) -> list[str]:
@@ -327,11 +395,20 @@ def instance_from_record(record: dict[str, Any]) -> Instance:
     except (ValueError, TypeError):
         ports = []
     image_id = other.get(vmrecord.TAG_IMAGE)
+    try:
+        properties = json.loads(other.get(vmrecord.TAG_IMAGE_PROPERTIES, "{}"))
+    except ValueError:
+        properties = {}
+    if not isinstance(properties, dict):
+        properties = {}
+    windows = record.get("platform", {}).get("viridian") == "true"
+    os_type = vmrecord.image_property(properties, "os_type") or ("windows" if windows else None)
     return Instance(uuid=other.get(vmrecord.TAG_UUID, record.get("uuid", "")),
                     name=record.get("name_label", ""), flavor=flavor,
-                    image=ImageMeta(id=image_id, name=other.get(vmrecord.TAG_IMAGE_NAME, ""))
+                    image=ImageMeta(id=image_id, name=other.get(vmrecord.TAG_IMAGE_NAME, ""),
+                                    properties=properties)
                     if image_id else None,
-                    ports=ports, state=servers.status_of(record))
+                    ports=ports, state=servers.status_of(record), os_type=os_type)
 
 
 def _ignore_bad_power(xapi: Any, method: str, ref: str) -> None:
@@ -354,4 +431,5 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["Compute", "DestroyError", "ServerExists", "ServerNotFound", "SpawnError", "Disk"]
+__all__ = ["Compute", "DestroyError", "NoGuestAgent", "ServerExists", "ServerNotFound",
+           "ServerNotRunning", "SpawnError", "Disk"]

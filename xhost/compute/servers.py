@@ -31,6 +31,9 @@ class Server:
     ports: list[dict[str, Any]] = field(default_factory=list)
     disks: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: The admin password xhost generated and the guest agent set, given
+    #: only by ``Compute.create_server`` (it is stored nowhere).
+    admin_password: str | None = field(default=None, repr=False)
 
     def row(self) -> tuple[Any, ...]:
         return tuple(getattr(self, c) for c in LIST_COLUMNS)

@@ -23,6 +23,12 @@ TAG_IMAGE_NAME = "xhost_image_name"
 TAG_FLAVOR = "xhost_flavor"
 TAG_FAULTS = "xhost_faults"
 TAG_PORTS = "xhost_ports"
+#: The image's properties at creation (what Nova kept in system_metadata as
+#: ``image_<name>``): later decisions, e.g. whether the instance has a guest
+#: agent, do not depend on the image still existing.
+TAG_IMAGE_PROPERTIES = "xhost_image_properties"
+#: Longest property value kept in TAG_IMAGE_PROPERTIES.
+IMAGE_PROPERTY_MAX = 255
 #: other_config key on every VDI made for an instance (Nova's name).
 VDI_TAG_INSTANCE = "nova_instance_uuid"
 VDI_TAG_KIND = "nova_disk_type"
@@ -37,6 +43,13 @@ def image_property(properties: dict[str, Any], name: str, *legacy: str) -> Any:
         if key in properties and properties[key] not in (None, ""):
             return properties[key]
     return None
+
+
+def recorded_properties(properties: dict[str, Any]) -> str:
+    """The JSON of TAG_IMAGE_PROPERTIES: scalar properties, short values only."""
+    kept = {k: v for k, v in properties.items()
+            if isinstance(v, (str, int, float, bool)) and len(str(v)) <= IMAGE_PROPERTY_MAX}
+    return json.dumps(kept, sort_keys=True)
 
 
 def strict_bool(value: Any) -> bool | None:
@@ -140,6 +153,7 @@ def vm_record(instance: Instance, mode: str, kernel: str | None = None,
     if image is not None:
         other_config[TAG_IMAGE] = image.id
         other_config[TAG_IMAGE_NAME] = image.name or image.id
+        other_config[TAG_IMAGE_PROPERTIES] = recorded_properties(image.properties)
     record: dict[str, Any] = {
         "name_label": instance.name,
         "name_description": f"xhost instance {instance.uuid}",

@@ -68,9 +68,11 @@ class GuestManager:
         self._lock = threading.RLock()
         self.metrics = GuestMetricsPublisher(sim, self.xenstore)
         sim.db.on_destroy(self._record_destroyed)
-        from . import guest_http
+        from . import guest_agent, guest_http
 
         guest_http.install()
+        # The XenServer guest agent, in the guests that have one.
+        guest_agent.install(self)
 
     @property
     def xenstore(self) -> XenStore:

@@ -1,0 +1,1 @@
+"""``none``: no guest agent (what ``[xenserver] disable_agent = true`` selects)."""
