@@ -97,7 +97,13 @@ def create_vif(ctx: Context, vm_ref: str, port: Port, network_ref: str, device: 
             reason=f"VIF device {device} of the VM is already used by another interface; "
                    f"pick a free device (VM.get_allowed_VIF_devices)") from exc
     ctx.undo.push(f"destroy the VIF of port {port.id}", destroy_vif, ctx.xapi, ref)
+    ctx.extra.setdefault("network.vif_devices", {})[ref] = str(device)
     return ref
+
+
+def known_device(ctx: Context, vif_ref: str) -> str | None:
+    """The device of a VIF created in this operation (no need to read it back)."""
+    return ctx.extra.get("network.vif_devices", {}).get(vif_ref)
 
 
 def vm_domain(ctx: Context, vm_ref: str) -> dict[str, Any]:
@@ -158,7 +164,9 @@ class VifBackend:
                                network_ref: str, device: str) -> str:
         vif = create_vif(ctx, vm_ref, port, network_ref, device,
                          self.vif_other_config(instance, port))
-        if ctx.xapi.call("VM.get_power_state", vm_ref) == "Running":
+        # A spawn ("building") plugs its VIFs before it starts the VM.
+        if instance.state != "building" and \
+                ctx.xapi.call("VM.get_power_state", vm_ref) == "Running":
             self.xhost_network_hot_plug(ctx, instance, vm_ref, port, vif)
         return vif
 

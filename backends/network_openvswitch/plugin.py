@@ -42,6 +42,7 @@ from xhost.backends.network_common.vifs import (
     NetworkBackendError,
     VifBackend,
     host_of,
+    known_device,
     vif_device_name,
 )
 from xhost.context import Context
@@ -196,13 +197,17 @@ class OpenvswitchBackend(VifBackend):
     @hookimpl
     def xhost_network_post_start(self, ctx: Context, instance: Instance, vm_ref: str,
                                  port: Port, vif_ref: str) -> bool:
-        vif = ctx.xapi.call("VIF.get_record", vif_ref)
         host = host_of(ctx, vm_ref)
-        interim = self._interim_record(ctx, vif["network"], port)
+        device = known_device(ctx, vif_ref)
+        if self.hybrid_for(port) or device is None:
+            vif = ctx.xapi.call("VIF.get_record", vif_ref)
+            interim = self._interim_record(ctx, vif["network"], port)
+            if interim is not None:
+                return self._post_start_hybrid(ctx, instance, port, host, interim,
+                                               self.ovsdb(ctx, host))
+            device = vif["device"]
         db = self.ovsdb(ctx, host)
-        if interim is not None:
-            return self._post_start_hybrid(ctx, instance, port, host, interim, db)
-        name = vif_device_name(ctx, vm_ref, vif["device"])
+        name = vif_device_name(ctx, vm_ref, device)
         if db is None:
             return True
         bridge = db.wait_for_port(name, self.opts.vif_timeout)
