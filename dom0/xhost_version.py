@@ -11,12 +11,13 @@ break older xhost releases):
 1.0 - xhost_version, xhost_dom0lib (JSON arguments in ``args``).
 1.1 - xhost_agent (guest agent requests over XenStore), xhost_xenstore
       (vm-data/ keys of running domains).
+1.2 - xhost_network: plug_hybrid, unplug_hybrid (Nova's qbr/qvb/qvo plumbing in one call).
 """
 import sys
 
 import xhost_dom0lib
 
-PLUGIN_VERSION = "1.1"
+PLUGIN_VERSION = "1.2"
 
 
 def get_version(session):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,41 @@ class NoGuestAgent(exception.XhostError):
 
 class ServerNotRunning(exception.XhostError):
     msg_fmt = "cannot {what} of server {name!r}: it is {state}; start it first"
+
+
+class PortNotFound(exception.XhostError):
+    msg_fmt = "server {name!r} has no port {port!r}; its ports: {ports}"
+
+
+class AttachError(exception.XhostError):
+    msg_fmt = ("could not attach a port on {network!r} to server {name!r}: {step} failed: "
+               "{cause}. Everything the attempt had created was removed{leftover}.")
+
+
+class DetachError(exception.XhostError):
+    msg_fmt = "could not detach port {port} from server {name!r}: {step} failed: {cause}"
+
+
+_vif_guard = threading.Lock()
+_vif_locks: dict[str, threading.Lock] = {}
+
+
+def _vif_lock(vm_ref: str) -> threading.Lock:
+    """One VIF change at a time per VM in this process (Nova's xenapi-vif lock)."""
+    with _vif_guard:
+        return _vif_locks.setdefault(vm_ref, threading.Lock())
+
+
+def port_entry(port: Port) -> dict[str, Any]:
+    """How a port is recorded in the VM's ``xhost_ports`` tag and the journal."""
+    entry: dict[str, Any] = {"id": port.id, "mac": port.mac, "network": port.network}
+    if port.device is not None:
+        entry["device"] = port.device
+    if port.vlan is not None:
+        entry["vlan"] = port.vlan
+    if port.hybrid_plug:
+        entry["hybrid_plug"] = True
+    return entry
 
 
 def random_mac() -> str:
@@ -221,8 +257,7 @@ class Compute:
             raise ServerExists(name=name, uuid=existing[1]["other_config"][vmrecord.TAG_UUID])
         instance = self.build_instance(ctx, name, image, flavor, list(networks or []), **options)
         entry = self.journal.begin("spawn", instance=instance.uuid, name=name,
-                                   ports=[{"id": p.id, "mac": p.mac, "network": p.network}
-                                          for p in instance.ports])
+                                   ports=[port_entry(p) for p in instance.ports])
         from xhost.compute.spawn import Spawner
 
         try:
@@ -265,8 +300,7 @@ class Compute:
         instance = instance_from_record(rec)
         ctx = self.context()
         entry = self.journal.begin("destroy", instance=instance.uuid, name=instance.name,
-                                   ports=[{"id": p.id, "mac": p.mac, "network": p.network}
-                                          for p in instance.ports])
+                                   ports=[port_entry(p) for p in instance.ports])
         failures = self._cleanup_instance(ctx, instance, vm_ref=ref, record=rec)
         if failures:
             description, error = failures[0]
@@ -362,6 +396,147 @@ class Compute:
         ctx, instance, ref = self._agent_target(name, "reset the network")
         self.plugins.agent_reset_network(ctx, instance, ref)
 
+    # -- interfaces -------------------------------------------------------------
+
+    def attach_interface(self, name: str, network: str, *, vlan: int | None = None,
+                         hybrid_plug: bool = False) -> dict[str, Any]:
+        """Give a server a new port on ``network`` (hot-plugged if it runs), at
+        the first free VIF device; on failure everything is undone.
+
+        :param vlan: VLAN tag (backends that make VLAN networks on demand).
+        :param hybrid_plug: ask for Nova's hybrid qbr/qvb/qvo plumbing.
+        :returns: the port (``id``, ``mac``, ``network``, ``device``...).
+        """
+        found = self._find(name)
+        if found is None:
+            raise ServerNotFound(name=name)
+        vm, rec = found
+        instance = instance_from_record(rec)
+        ctx = self.context()
+        with _vif_lock(vm):
+            ctx.extra["step"] = "choosing a VIF device"
+            devices = self.xapi.call("VM.get_allowed_VIF_devices", vm)
+            if not devices:
+                raise AttachError(name=name, network=network, step="choosing a VIF device",
+                                  cause="every VIF device of the VM is in use", leftover="")
+            port = Port(id=str(uuid.uuid4()), mac=random_mac(), network=network,
+                        device=str(devices[0]), vlan=vlan, hybrid_plug=hybrid_plug)
+            entry = self.journal.begin("attach", instance=instance.uuid, name=instance.name,
+                                       vm=vm, ports=[port_entry(port)])
+            try:
+                self._attach(ctx, instance, vm, port)
+            except BaseException as exc:
+                failures = ctx.undo.rollback(LOG)
+                try:
+                    self.plugins.network_cleanup(ctx, instance, port)
+                except Exception as cleanup_exc:
+                    failures.append((f"removing port {port.id}", cleanup_exc))
+                self.journal.end(entry)
+                leftover = (" except: " + "; ".join(f"{d} ({_describe(e)})" for d, e in failures)
+                            if failures else "")
+                raise AttachError(name=name, network=network,
+                                  step=ctx.extra.get("step", "attaching"),
+                                  cause=_describe(exc), leftover=leftover) from exc
+            ctx.undo.discard()
+            self.journal.end(entry)
+        return port_entry(port)
+
+    def _attach(self, ctx: Context, instance: Instance, vm: str, port: Port) -> None:
+        ctx.extra["step"] = "preparing the network"
+        network = self.plugins.network_prepare(ctx, instance, port)
+        ctx.extra["step"] = "plugging the VIF"
+        self.plugins.network_plug_vif(ctx, instance, vm, port, network, port.device)
+        ctx.extra["step"] = "recording the port"
+        ports = [port_entry(p) for p in instance.ports] + [port_entry(port)]
+        self._set_ports(vm, ports)
+        ctx.undo.push(f"forget port {port.id}", self._set_ports, vm,
+                      [port_entry(p) for p in instance.ports])
+        key = f"vm-data/networking/{port.mac.replace(':', '').lower()}"
+        self._set_xenstore_key(vm, key, vmrecord.networking_json(port))
+        ctx.undo.push(f"remove {key}", self._set_xenstore_key, vm, key, None)
+        instance.ports.append(port)
+
+    def detach_interface(self, name: str, port_id: str) -> bool:
+        """Remove a server's port (hot-unplugged if it runs) with everything
+        the network backend made for it."""
+        found = self._find(name)
+        if found is None:
+            raise ServerNotFound(name=name)
+        vm, rec = found
+        instance = instance_from_record(rec)
+        port = next((p for p in instance.ports
+                     if port_id == p.id or port_id.lower() == p.mac.lower()), None)
+        if port is None:
+            raise PortNotFound(name=name, port=port_id,
+                               ports=", ".join(f"{p.id} ({p.network})" for p in instance.ports)
+                               or "none")
+        ctx = self.context()
+        with _vif_lock(vm):
+            entry = self.journal.begin("detach", instance=instance.uuid, name=instance.name,
+                                       vm=vm, ports=[port_entry(port)])
+            self._detach(ctx, instance, vm, port, name)
+            self.journal.end(entry)
+        return True
+
+    def _detach(self, ctx: Context, instance: Instance, vm: str, port: Port, name: str) -> None:
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("unplugging the VIF",
+             lambda: self.plugins.network_unplug_vif(ctx, instance, vm, port)),
+            (f"removing port {port.id}",
+             lambda: self.plugins.network_cleanup(ctx, instance, port)),
+            ("forgetting the port",
+             lambda: self._set_ports(vm, [port_entry(p) for p in instance.ports
+                                          if p.id != port.id])),
+            ("removing its network data",
+             lambda: self._set_xenstore_key(
+                 vm, f"vm-data/networking/{port.mac.replace(':', '').lower()}", None)),
+        ]
+        for step, fn in steps:
+            try:
+                fn()
+            except Exception as exc:
+                raise DetachError(name=name, port=port.id, step=step,
+                                  cause=_describe(exc)) from exc
+        instance.ports = [p for p in instance.ports if p.id != port.id]
+
+    def _set_ports(self, vm: str, ports: list[dict[str, Any]]) -> None:
+        try:
+            self.xapi.call("VM.remove_from_other_config", vm, vmrecord.TAG_PORTS)
+            self.xapi.call("VM.add_to_other_config", vm, vmrecord.TAG_PORTS, json.dumps(ports))
+        except exception.HandleInvalid:
+            pass
+
+    def _set_xenstore_key(self, vm: str, key: str, value: str | None) -> None:
+        try:
+            self.xapi.call("VM.remove_from_xenstore_data", vm, key)
+            if value is not None:
+                self.xapi.call("VM.add_to_xenstore_data", vm, key, value)
+        except exception.HandleInvalid:
+            pass
+
+    def _reconcile_port_op(self, entry: dict[str, Any]) -> list[tuple[str, BaseException]]:
+        """Finish an interrupted attach (undo it unless it completed) or detach."""
+        ports = [Port(**p) for p in entry.get("ports", [])]
+        found = [(ref, rec) for ref, rec in self._instance_records().items()
+                 if rec["other_config"].get(vmrecord.TAG_UUID) == entry["instance"]]
+        ctx = self.context()
+        failures: list[tuple[str, BaseException]] = []
+        instance = (instance_from_record(found[0][1]) if found else
+                    Instance(uuid=entry["instance"], name=entry.get("name", ""),
+                             flavor=Flavor("unknown", 1, 1, 0)))
+        recorded = {p.id for p in instance.ports}
+        for port in ports:
+            if entry["op"] == "attach" and port.id in recorded:
+                continue  # the attach had completed
+            try:
+                if found:
+                    self._detach(ctx, instance, found[0][0], port, instance.name)
+                else:
+                    self.plugins.network_cleanup(ctx, instance, port)
+            except Exception as exc:
+                failures.append((f"port {port.id}", exc))
+        return failures
+
     # -- crash recovery -----------------------------------------------------------
 
     def reconcile(self) -> list[str]:
@@ -372,7 +547,10 @@ class Compute:
                                 flavor=Flavor("unknown", 1, 1, 0),
                                 ports=[Port(**p) for p in entry.get("ports", [])])
             ctx = self.context()
-            failures = self._cleanup_instance(ctx, instance, vm_ref=None)
+            if entry["op"] in ("attach", "detach"):
+                failures = self._reconcile_port_op(entry)
+            else:
+                failures = self._cleanup_instance(ctx, instance, vm_ref=None)
             if failures:
                 LOG.warning("reconcile of %s %s incomplete: %s", entry["op"], instance.name,
                             failures)
@@ -431,5 +609,5 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["Compute", "DestroyError", "NoGuestAgent", "ServerExists", "ServerNotFound",
-           "ServerNotRunning", "SpawnError", "Disk"]
+__all__ = ["AttachError", "Compute", "DestroyError", "DetachError", "Disk", "NoGuestAgent",
+           "PortNotFound", "ServerExists", "ServerNotFound", "ServerNotRunning", "SpawnError"]

@@ -56,8 +56,9 @@ def addresses_of(record: dict[str, Any], guest_metrics: dict[str, Any] | None) -
     networks = (guest_metrics or {}).get("networks") or {}
     parts = []
     for index, port in enumerate(ports):
+        device = str(port.get("device", index))
         ips = [v for k, v in sorted(networks.items())
-               if k.split("/")[0] == str(index) and v and k.count("/") >= 1
+               if k.split("/")[0] == device and v and k.count("/") >= 1
                and (k.endswith("/ip") or "/ipv4/" in k or "/ipv6/" in k)]
         unique = list(dict.fromkeys(ips))
         if unique:

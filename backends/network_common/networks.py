@@ -1,0 +1,51 @@
+"""Finding the XAPI network a port names."""
+from __future__ import annotations
+
+from typing import Any
+
+from xhost.context import Context
+
+from .vifs import NetworkBackendError
+
+
+def _quote(value: str, what: str) -> str:
+    if '"' in value or "\\" in value:
+        raise NetworkBackendError(reason=f"{what} {value!r} may not contain '\"' or '\\'")
+    return value
+
+
+def find_network(ctx: Context, name: str, *, by_bridge_only: bool = False,
+                 hint: str = "") -> tuple[str, dict[str, Any]]:
+    """The XAPI network whose name_label, bridge or uuid is ``name`` (as Nova
+    found a nova-network bridge), read once per operation.
+
+    :raises NetworkBackendError: none matches (the message lists the networks
+        there are) or several do.
+    """
+    cache = ctx.extra.setdefault("network.by_name", {})
+    key = (name, by_bridge_only)
+    if key in cache:
+        return cache[key]
+    value = _quote(name, "network name")
+    query = f'field "bridge"="{value}"'
+    if not by_bridge_only:
+        query = f'field "name__label"="{value}" or {query} or field "uuid"="{value}"'
+    found = ctx.xapi.call("network.get_all_records_where", query)
+    if not found:
+        names = sorted(f"{r['name_label']} ({r['bridge']})"
+                       for r in ctx.xapi.call("network.get_all_records").values()
+                       if r["other_config"].get("is_host_internal_management_network")
+                       != "true")
+        what = "bridge" if by_bridge_only else "name, bridge or uuid"
+        raise NetworkBackendError(
+            reason=f"no XAPI network with {what} {name!r}{hint}; the host has: "
+                   f"{', '.join(names) or 'none'}")
+    if len(found) > 1:
+        by_label = {r: rec for r, rec in found.items() if rec["name_label"] == name}
+        if len(by_label) != 1:
+            raise NetworkBackendError(
+                reason=f"{len(found)} XAPI networks match {name!r}; name one by its uuid")
+        found = by_label
+    result = next(iter(found.items()))
+    cache[key] = result
+    return result
