@@ -72,6 +72,15 @@ def _announce(path: str, notice: Callable[[str], None] | None) -> None:
     (notice or (lambda m: print(m, file=sys.stderr)))(message)
 
 
+def real_network_possible() -> bool:
+    """Whether the embedded simulator can run with real networking here."""
+    import os
+    import shutil
+
+    return os.geteuid() == 0 and all(shutil.which(t) for t in ("ip", "ovsdb-server",
+                                                              "ovs-vswitchd", "ovs-vsctl"))
+
+
 def connect(conf: cfg.ConfigOpts, notice: Callable[[str], None] | None = None) -> HostConnection:
     """Connect to the configured host, or start the embedded simulator."""
     if conf.xenserver.connection_url:
@@ -81,7 +90,10 @@ def connect(conf: cfg.ConfigOpts, notice: Callable[[str], None] | None = None) -
 
     path = conf.simulator.state_dir
     password = secrets.token_urlsafe(24)
-    sim = Simulator(path, users={"root": password}, speed=conf.simulator.speed, auth_delay=0.0)
+    real = real_network_possible() if conf.simulator.real_network == "auto" \
+        else conf.simulator.real_network == "on"
+    sim = Simulator(path, users={"root": password}, speed=conf.simulator.speed, auth_delay=0.0,
+                    real_network=real)
     try:
         sim.start()
     except StateDirInUse as exc:

@@ -37,6 +37,10 @@ simulator_opts = [
     cfg.FloatOpt("speed", default=0.0, min=0,
                  help="Latency of the embedded simulator: 0 answers at once, 1 behaves like a "
                       "real host."),
+    cfg.StrOpt("real_network", default="off", choices=("off", "on", "auto"),
+               help="Give the embedded simulator's dom0 real bridges and vif interfaces in a "
+                    "network namespace, with a private Open vSwitch (root only; needs ip and "
+                    "openvswitch-switch). 'auto': when that is possible."),
 ]
 
 #: Nova [DEFAULT] options xhost reads (same names, types and defaults).
