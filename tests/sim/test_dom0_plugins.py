@@ -19,6 +19,7 @@ import XenAPI
 
 from xhost.testing.pythons import pyenv_python
 from xhost.testing.realfixtures import component_guard
+from xhost.xapi.dom0 import shipped_version
 
 
 def _python36() -> str:
@@ -49,7 +50,7 @@ def test_version_script_runs_unchanged(simulator, x, host):
     assert installed.read_bytes() == shipped.read_bytes()
     assert os.access(installed, os.X_OK)
     answer = json.loads(x.host.call_plugin(host, "xhost_version.py", "get_version", {"args": "{}"}))
-    assert answer["version"] == "1.0" and answer["protocol"] == "xhost-dom0/1"
+    assert answer["version"] == shipped_version() and answer["protocol"] == "xhost-dom0/1"
 
 
 def test_version_script_under_python36(simulator, x, host, fail, py36):
@@ -307,7 +308,7 @@ def test_fault_injection_still_applies_to_real_scripts(simulator, x, host, fail)
     assert fail(x.host.call_plugin, host, "xhost_version.py", "get_version", {}) == \
         ["XENAPI_PLUGIN_FAILURE", "get_version", "IOError", "injected"]
     assert json.loads(x.host.call_plugin(host, "xhost_version.py", "get_version",
-                                         {"args": "{}"}))["version"] == "1.0"
+                                         {"args": "{}"}))["version"] == shipped_version()
 
 
 def test_async_call_plugin(simulator, x, host):
