@@ -12,12 +12,13 @@ break older xhost releases):
 1.1 - xhost_agent (guest agent requests over XenStore), xhost_xenstore
       (vm-data/ keys of running domains).
 1.2 - xhost_network: plug_hybrid, unplug_hybrid (Nova's qbr/qvb/qvo plumbing in one call).
+1.3 - xhost_disks: make_filesystem, grow_partition, release_device.
 """
 import sys
 
 import xhost_dom0lib
 
-PLUGIN_VERSION = "1.2"
+PLUGIN_VERSION = "1.3"
 
 
 def get_version(session):

@@ -96,9 +96,11 @@ class Spawner:
         record["other_config"][vmrecord.TAG_STATE] = "active"
 
         self._step("configuring the guest")
-        faults = self._configure_guest(vm)
-        if faults:
-            record["other_config"][vmrecord.TAG_FAULTS] = json.dumps(faults)
+        self._configure_guest(vm)
+        # Every fault of the spawn (storage warnings such as auto disk config
+        # declining a disk, agent trouble), recorded on the VM for `server show`.
+        if instance.faults:
+            record["other_config"][vmrecord.TAG_FAULTS] = json.dumps(instance.faults)
         self.xapi.call("VM.set_other_config", vm, record["other_config"])
         ctx.undo.discard()
         old = instance.state
