@@ -15,6 +15,7 @@ PACKAGES=(
     kpartx
     openssl             # guest-agent crypto test vectors
     curl                # benchmark baseline
+    genisoimage         # isoinfo: independent reader of config drives
 )
 
 missing=()

@@ -69,8 +69,9 @@ class InvalidVmMode(exception.XhostError):
 
 
 def vm_mode(instance: Instance) -> str:
-    """``pv`` or ``hvm``: the image's ``hw_vm_mode``/``vm_mode`` wins, then its
-    os_type (linux: PV, windows: HVM), then its format (VHD and AMI: PV)."""
+    """``pv`` or ``hvm``: the image's ``hw_vm_mode``/``vm_mode`` wins; ISO
+    images boot HVM; then its os_type (linux: PV, windows: HVM), then its
+    format (VHD and AMI: PV)."""
     image = instance.image
     props = image.properties if image else {}
     mode = instance.vm_mode or image_property(props, "hw_vm_mode", "vm_mode")
@@ -81,6 +82,10 @@ def vm_mode(instance: Instance) -> str:
         if mode == "hvm":
             return "hvm"
         raise InvalidVmMode(value=mode)
+    if image and image.disk_format == "iso":
+        # An installer CD boots from the emulated CD-ROM (BIOS order "dc"), which
+        # only an HVM guest has; PV's pygrub would look for a kernel on the disk.
+        return "hvm"
     os_type = (instance.os_type or image_property(props, "os_type") or "").lower()
     if os_type == "windows":
         return "hvm"
