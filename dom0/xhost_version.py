@@ -9,12 +9,14 @@ Version history (bump the minor for additions, the major for changes that
 break older xhost releases):
 
 1.0 - xhost_version, xhost_dom0lib (JSON arguments in ``args``).
+1.1 - xhost_images (download_vhd, upload_vhd, remove_vhds) and xhost_kernel
+      (copy_vdi, remove_files) for the image handlers.
 """
 import sys
 
 import xhost_dom0lib
 
-PLUGIN_VERSION = "1.0"
+PLUGIN_VERSION = "1.1"
 
 
 def get_version(session):
