@@ -172,6 +172,13 @@ class VhdLayer:
                                      f"the {length}-byte file (offset {start})")
             previous_end = start + span
         self._end = previous_end
+        # What may follow the last block: padding, misplaced locators.
+        self._slack = MAX_HEADER_OFFSET + sum(loc.space for loc in header.locators)
+        if length is not None and length > previous_end + FOOTER + self._slack:
+            raise self.r.invalid(f"is {length} bytes, more than a VHD with these "
+                                 f"{len(self.order)} blocks can be "
+                                 f"({previous_end + FOOTER + self._slack}); the archive lies "
+                                 f"about its size, or it is a bomb")
         self._fixed = False
 
     def _init_fixed(self, length: int | None, limit: int) -> None:
@@ -224,11 +231,15 @@ class VhdLayer:
         else:
             self.r.skip_to(self._end, "the footer")
             tail = b""
+            limit = self._end + FOOTER + self._slack
             while True:
                 data = self.r.fileobj.read(xhost_vhd.COPY_CHUNK)
                 if not data:
                     break
                 self.r.pos += len(data)
+                if self.r.pos > limit:
+                    raise self.r.invalid(f"more than {limit} bytes: data follows the last "
+                                         f"block and the footer")
                 tail = (tail + data)[-FOOTER:]
             if len(tail) < FOOTER:
                 raise self.r.invalid("truncated: no footer after the last block")

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from imagehost import ImageHost, conf_text  # noqa: E402
+from imagehost import ImageHost, conf_text
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def with_version(version: str) -> str:
 
 def test_handshake_with_the_shipped_script(client, host):
     dom0 = Dom0(client)
-    assert dom0.check_version(host) == shipped_version() == "1.0"
+    assert dom0.check_version(host) == shipped_version() == "1.1"
     answer = dom0.call(host, "xhost_version", "get_version")
     assert answer["protocol"] == "xhost-dom0/1"
     # Checked once per host: the second call ran get_version only once more.
@@ -55,7 +55,7 @@ def test_older_script_is_refused_with_a_clear_message(simulator, client, host):
     with pytest.raises(exception.Dom0VersionMismatch) as info:
         Dom0(client).check_version(host)
     message = str(info.value)
-    assert "the host has 0.9" in message and "needs dom0 plugins 1.0" in message
+    assert "the host has 0.9" in message and "needs dom0 plugins 1.1" in message
     assert "/etc/xapi.d/plugins" in message
 
 
@@ -82,7 +82,7 @@ def test_missing_script_is_refused_with_a_clear_message(simulator, client, host)
 def test_restart_reinstalls_the_shipped_scripts(simulator, client, host):
     simulator.dom0.install_plugin("xhost_version.py", with_version("0.1"))
     simulator.dom0.install_xhost_scripts()
-    assert Dom0(client).check_version(host) == "1.0"
+    assert Dom0(client).check_version(host) == "1.1"
 
 
 def test_bad_arguments_reach_the_caller_as_a_typed_error(client, host):
