@@ -179,3 +179,111 @@ def tarball(path: Path, members: list[tuple[str, Path | bytes]], gz: bool = True
 def file_bytes(path: str | os.PathLike) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+class FlakyProxy:
+    """An HTTP proxy to ``upstream`` that misbehaves on image data requests
+    (paths ending in ``/file``): the first ``cut`` GETs are cut after
+    ``cut_after`` bytes, the first ``fail`` ones answer ``status``."""
+
+    def __init__(self, upstream: str, cut: int = 0, cut_after: int = 4096, fail: int = 0,
+                 status: int = 503) -> None:
+        import http.client
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.cut, self.cut_after, self.fail, self.status = cut, cut_after, fail, status
+        self.data_requests = 0
+        target = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                is_data = self.path.split("?")[0].endswith("/file")
+                if is_data:
+                    proxy.data_requests += 1
+                    if proxy.fail > 0:
+                        proxy.fail -= 1
+                        self.send_response(proxy.status)
+                        self.send_header("Content-Length", "0")
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        self.close_connection = True
+                        if self.command == "PUT":
+                            return
+                        return
+                length = self.headers.get("Content-Length")
+                chunked = "chunked" in self.headers.get("Transfer-Encoding", "")
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn.putrequest(self.command, self.path, skip_host=True,
+                                skip_accept_encoding=True)
+                for key, value in self.headers.items():
+                    if key.lower() not in ("connection",):
+                        conn.putheader(key, value)
+                conn.endheaders()
+                if length:
+                    left = int(length)
+                    while left:
+                        piece = self.rfile.read(min(left, 1 << 20))
+                        conn.send(piece)
+                        left -= len(piece)
+                elif chunked:
+                    while True:
+                        line = self.rfile.readline()
+                        conn.send(line)
+                        size = int(line.split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            conn.send(self.rfile.readline())
+                            break
+                        conn.send(self.rfile.read(size + 2))
+                resp = conn.getresponse()
+                cut = is_data and self.command == "GET" and proxy.cut > 0 and resp.status == 200
+                if cut:
+                    proxy.cut -= 1
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(key, value)
+                body_len = resp.getheader("Content-Length")
+                if body_len is None:
+                    data = resp.read()
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.close_connection = True
+                    conn.close()
+                    return
+                self.send_header("Connection", "close")
+                self.end_headers()
+                sent = 0
+                while True:
+                    data = resp.read(65536)
+                    if not data:
+                        break
+                    if cut and sent + len(data) > proxy.cut_after:
+                        self.wfile.write(data[:proxy.cut_after - sent])
+                        self.wfile.flush()
+                        self.connection.shutdown(2)
+                        break
+                    self.wfile.write(data)
+                    sent += len(data)
+                self.close_connection = True
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
