@@ -4,7 +4,7 @@ permanent ones, a download cut in the middle."""
 from __future__ import annotations
 
 import pytest
-from imagehost import HANDLERS, MiB, FlakyProxy, pattern, tarball, vhd_chain
+from imagehost import HANDLERS, FlakyProxy, MiB, pattern, tarball, vhd_chain
 
 from xhost import exception
 from xhost.images import ImageError
