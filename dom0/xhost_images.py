@@ -37,6 +37,7 @@ request headers, which may carry credentials):
 import hashlib
 import http.client
 import os
+import queue
 import re
 import shutil
 import socket
@@ -44,6 +45,7 @@ import ssl
 import stat
 import tarfile
 import tempfile
+import threading
 import uuid as uuidlib
 import zlib
 from urllib.parse import urlsplit
@@ -155,14 +157,39 @@ def _get(url, headers, ca_pem, verify_tls, timeout):
     return conn, response
 
 
+class _Hasher(threading.Thread):
+    """md5 (and ``algo``) of the chunks it is given, computed on its own
+    thread: hashlib releases the GIL, so hashing overlaps gunzip and writes."""
+
+    def __init__(self, algo):
+        threading.Thread.__init__(self, name="xhost-image-hash")
+        self.daemon = True
+        self.md5 = hashlib.md5()
+        self.other = hashlib.new(algo) if algo else None
+        self.queue = queue.Queue(8)
+
+    def run(self):
+        while True:
+            data = self.queue.get()
+            if data is None:
+                return
+            self.md5.update(data)
+            if self.other is not None:
+                self.other.update(data)
+
+    def finish(self):
+        self.queue.put(None)
+        self.join()
+
+
 class _HashingReader(object):
     """The HTTP body, hashed (md5 and ``algo``) and counted as it is read."""
 
     def __init__(self, response, url, algo, expected_size):
         self.response = response
         self.url = url
-        self.md5 = hashlib.md5()
-        self.other = hashlib.new(algo) if algo else None
+        self.hasher = _Hasher(algo)
+        self.hasher.start()
         self.count = 0
         self.expected = expected_size
 
@@ -177,14 +204,23 @@ class _HashingReader(object):
             raise _retry("the download from %s failed after %d bytes: %s: %s"
                          % (_public(self.url), self.count, type(exc).__name__, exc))
         if data:
-            self.md5.update(data)
-            if self.other is not None:
-                self.other.update(data)
+            self.hasher.queue.put(data)
             self.count += len(data)
             if self.expected is not None and self.count > self.expected:
                 raise _invalid("the server sent more than the image's %d bytes"
                                % self.expected)
         return data
+
+    def close(self):
+        self.hasher.finish()
+
+    @property
+    def md5(self):
+        return self.hasher.md5
+
+    @property
+    def other(self):
+        return self.hasher.other
 
 
 class _Gunzip(object):
@@ -197,6 +233,7 @@ class _Gunzip(object):
         self.produced = 0
         self._pending = head
         self._out = b""
+        self._at = 0
         self._z = None
         self.finished = False
 
@@ -210,7 +247,7 @@ class _Gunzip(object):
         return data
 
     def _more(self):
-        while not self._out and not self.finished:
+        while not self._out and not self.finished:  # (_out is empty on entry)
             data = self._input()
             if not data:
                 if self._z is not None:
@@ -240,12 +277,52 @@ class _Gunzip(object):
             self._out = out
 
     def read(self, count=-1):
-        if not self._out:
+        if self._at >= len(self._out):
+            self._out, self._at = b"", 0
             self._more()
-        if count < 0 or count >= len(self._out):
-            data, self._out = self._out, b""
+        if count < 0 or count >= len(self._out) - self._at:
+            data = self._out[self._at:] if self._at else self._out
         else:
-            data, self._out = self._out[:count], self._out[count:]
+            data = self._out[self._at:self._at + count]
+        self._at += len(data)
+        return data
+
+
+class _Forward(object):
+    """A forward-only seekable view of a stream, so that tarfile reads members
+    in place ("r:" mode) instead of copying through its stream buffer."""
+
+    def __init__(self, source):
+        self.source = source
+        self.pos = 0
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, pos, whence=0):
+        if whence != 0 or pos < self.pos:
+            raise _invalid("the tar archive refers back to offset %d (now at %d)"
+                           % (pos, self.pos))
+        while self.pos < pos:
+            if not self.read(min(CHUNK, pos - self.pos)):
+                break
+        return self.pos
+
+    def read(self, count=-1):
+        if count is None or count < 0:
+            count = CHUNK
+        data = self.source.read(count)
+        if len(data) < count and data:
+            parts = [data]
+            got = len(data)
+            while got < count:
+                more = self.source.read(count - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        self.pos += len(data)
         return data
 
 
@@ -575,8 +652,13 @@ def download_vhd(session, url, sr_path, uuids, headers=None, container="tgz",
         # Each disk is at most its virtual size plus its metadata.
         per_disk = max_virtual_size + max_virtual_size // 256 + 64 * 1024 * 1024
         limit = max_members * per_disk + TRAILING_LIMIT
-        files = _receive(hashed, staging, container, max_members, max_virtual_size, limit,
-                         expected if length is None else int(length))
+        try:
+            files = _receive(hashed, staging, container, max_members, max_virtual_size,
+                             limit, expected if length is None else int(length))
+            while hashed.read(CHUNK):
+                pass
+        finally:
+            hashed.close()
         _verify(hashed, expected, checksum, os_hash_algo, os_hash_value)
         new = _new_uuids(uuids, len(files))
         result = _import_chain(files, staging, sr_dir, new, max_virtual_size)
@@ -601,7 +683,7 @@ def _receive(hashed, staging, container, max_members, max_virtual_size, limit, l
     members = {}
     legacy = []
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)
+        tar = tarfile.open(fileobj=_Forward(stream), mode="r:")
     except tarfile.TarError as exc:
         raise _invalid("the image is not a tar archive: %s" % exc)
     try:
@@ -649,8 +731,6 @@ def _receive(hashed, staging, container, max_members, max_virtual_size, limit, l
 
 
 def _verify(hashed, expected, checksum, algo, value):
-    while hashed.read(CHUNK):
-        pass
     if expected is not None and hashed.count != expected:
         raise _retry("received %d bytes, the image has %d" % (hashed.count, expected))
     if checksum and hashed.md5.hexdigest() != checksum:

@@ -49,7 +49,7 @@ def test_version_script_runs_unchanged(simulator, x, host):
     assert installed.read_bytes() == shipped.read_bytes()
     assert os.access(installed, os.X_OK)
     answer = json.loads(x.host.call_plugin(host, "xhost_version.py", "get_version", {"args": "{}"}))
-    assert answer["version"] == "1.0" and answer["protocol"] == "xhost-dom0/1"
+    assert answer["version"] == "1.1" and answer["protocol"] == "xhost-dom0/1"
 
 
 def test_version_script_under_python36(simulator, x, host, fail, py36):
@@ -307,7 +307,7 @@ def test_fault_injection_still_applies_to_real_scripts(simulator, x, host, fail)
     assert fail(x.host.call_plugin, host, "xhost_version.py", "get_version", {}) == \
         ["XENAPI_PLUGIN_FAILURE", "get_version", "IOError", "injected"]
     assert json.loads(x.host.call_plugin(host, "xhost_version.py", "get_version",
-                                         {"args": "{}"}))["version"] == "1.0"
+                                         {"args": "{}"}))["version"] == "1.1"
 
 
 def test_async_call_plugin(simulator, x, host):
