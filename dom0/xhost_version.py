@@ -13,12 +13,14 @@ break older xhost releases):
       (vm-data/ keys of running domains).
 1.2 - xhost_network: plug_hybrid, unplug_hybrid (Nova's qbr/qvb/qvo plumbing in one call).
 1.3 - xhost_disks: make_filesystem, grow_partition, release_device.
+1.4 - xhost_images (download_vhd, upload_vhd, remove_vhds) and xhost_kernel
+      (copy_vdi, remove_files) for the image handlers.
 """
 import sys
 
 import xhost_dom0lib
 
-PLUGIN_VERSION = "1.3"
+PLUGIN_VERSION = "1.4"
 
 
 def get_version(session):

@@ -37,6 +37,12 @@ class ImageDataError(ImageError):
     msg_fmt = "image {image}: {reason}"
 
 
+class TransientImageError(ImageDataError):
+    """The transfer failed in a way another attempt may not (a stream cut in
+    the middle, a stalled connection); callers retry per ``[glance]
+    num_retries``."""
+
+
 class InvalidImage(ImageError):
     """The data of an image cannot be used (bad format, hostile archive...)."""
 

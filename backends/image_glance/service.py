@@ -27,7 +27,14 @@ from keystoneauth1 import loading
 from oslo_config import cfg
 
 from xhost import hookimpl
-from xhost.images import ATTRIBUTES, ImageDataError, ImageError, ImageNotFound, verified
+from xhost.images import (
+    ATTRIBUTES,
+    ImageDataError,
+    ImageError,
+    ImageNotFound,
+    TransientImageError,
+    verified,
+)
 from xhost.objects import ImageLocation, ImageMeta
 
 LOG = logging.getLogger(__name__)
@@ -281,7 +288,7 @@ def _stream(resp, image_id: str) -> Iterator[bytes]:
                 received += len(chunk)
                 yield chunk
     except Exception as exc:  # requests/urllib3 stream errors
-        raise ImageDataError(image=image_id, reason=f"the download from Glance was cut after "
+        raise TransientImageError(image=image_id, reason=f"the download from Glance was cut after "
                                                     f"{received} bytes: {exc}") from exc
     finally:
         resp.close()

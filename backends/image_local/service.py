@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 from oslo_config import cfg
 
 from xhost import hookimpl
+from xhost.backends.image_local.transfer import TOKEN_HEADER, TransferServer
 from xhost.images import (
     ATTRIBUTES,
     HASH_ALGO,
@@ -30,7 +31,7 @@ from xhost.images import (
     ImageNotFound,
     verified,
 )
-from xhost.objects import ImageMeta
+from xhost.objects import ImageLocation, ImageMeta
 
 CHUNK = 1024 * 1024
 
@@ -46,6 +47,28 @@ def _default_dir() -> str:
 OPTS = [
     cfg.StrOpt("path", default=_default_dir(), sample_default="$XDG_DATA_HOME/xhost/images",
                help="Directory holding the images (created if missing)."),
+    cfg.HostAddressOpt("transfer_bind", default="127.0.0.1",
+                       help="Address the short-lived transfer server listens on while dom0 "
+                            "fetches or stores an image over HTTP (image handler "
+                            "direct_vhd). On a real host, an address of the machine xhost "
+                            "runs on that dom0 can reach (e.g. 0.0.0.0, or the compute VM's "
+                            "address on the host-internal management network); the embedded "
+                            "simulator's dom0 reaches 127.0.0.1."),
+    cfg.HostAddressOpt("transfer_address",
+                       help="Address put in the transfer URLs given to dom0. Unset: "
+                            "transfer_bind (which then must not be 0.0.0.0)."),
+    cfg.PortOpt("transfer_port", default=0,
+                help="Port of the transfer server; 0 picks a free one each time it starts."),
+    cfg.IntOpt("transfer_ttl", default=600, min=1,
+               help="Seconds a transfer URL (and its one-request token) stays valid unused."),
+    cfg.IntOpt("transfer_idle_seconds", default=30, min=0,
+               help="Seconds the transfer server stays up with nothing to serve before it "
+                    "stops."),
+    cfg.StrOpt("transfer_cert_file",
+               help="PEM certificate (chain) for HTTPS transfers; its CA is given to dom0 to "
+                    "verify it. Unset: plain HTTP (the token still authenticates each "
+                    "transfer)."),
+    cfg.StrOpt("transfer_key_file", help="PEM private key of transfer_cert_file."),
 ]
 
 
@@ -70,6 +93,8 @@ class LocalImageService:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.path = os.path.abspath(os.path.expanduser(conf.image_local.path))
+        self.options = conf.image_local
+        self._transfers = None
 
     # -- storage -----------------------------------------------------------
 
@@ -206,6 +231,41 @@ class LocalImageService:
                     self._write(record)
             raise
         return _to_meta(record)
+
+    @hookimpl
+    def xhost_image_service_location(self, image_id, for_upload):
+        record = self._read(image_id)
+        if for_upload and record["status"] != "queued":
+            raise ImageError(reason=f"image {image_id} is {record['status']}; only a queued "
+                                    f"image accepts data")
+        if not for_upload and record["status"] != "active":
+            raise ImageError(reason=f"image {image_id} is {record['status']}, it has no data "
+                                    f"yet")
+        url, token = self._transfer_server().grant(image_id, for_upload)
+        cert = self.options.transfer_cert_file
+        return ImageLocation(url=url, headers={TOKEN_HEADER: token}, verify_tls=True,
+                             ca_file=cert or None)
+
+    def _transfer_server(self) -> TransferServer:
+        if self._transfers is None:
+            o = self.options
+            advertise = o.transfer_address or o.transfer_bind
+            if advertise in ("0.0.0.0", "::"):
+                raise ImageError(reason="[image_local] transfer_bind is a wildcard address; set "
+                                        "transfer_address to the address dom0 should use")
+            self._transfers = TransferServer(
+                o.transfer_bind, o.transfer_port, advertise, self._open_data,
+                lambda image_id, body, size: self.xhost_image_service_upload(image_id, body,
+                                                                             size),
+                ttl=o.transfer_ttl, idle_seconds=o.transfer_idle_seconds,
+                cert_file=o.transfer_cert_file, key_file=o.transfer_key_file)
+        return self._transfers
+
+    def _open_data(self, image_id: str):
+        image = _to_meta(self._read(image_id))
+        if image.status != "active":
+            raise ImageError(reason=f"image {image_id} is {image.status}")
+        return os.path.getsize(self._data_path(image_id)), _read_file(self._data_path(image_id))
 
     @hookimpl
     def xhost_image_service_download(self, image_id):

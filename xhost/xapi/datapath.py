@@ -70,6 +70,11 @@ def _request(client: XapiClient, method: str, handler: str, query: dict[str, str
             conn.close()
             raise exception.XapiConnectionError(url=redact.url(client.url + path),
                                                 reason=f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            # The body's producer failed (bad data, a cut download): hang up
+            # so the host stops waiting for the rest and fails its task.
+            conn.close()
+            raise
         if response.status in (301, 302, 303, 307) and response.getheader("Location"):
             location = urllib.parse.urlparse(response.getheader("Location"))
             response.read()
@@ -99,6 +104,14 @@ def _finished_outcome(client: XapiClient, task: str, method: str) -> None:
         return
     if status not in ("pending", "cancelling"):
         client.wait_task(task, timeout=client.login_timeout, method=method, destroy=False)
+
+
+def _settle(client: XapiClient, task: str, timeout: float) -> None:
+    """Wait until the host gave up a transfer we abandoned (so the disk is
+    free again); its outcome does not matter."""
+    with contextlib.suppress(exception.XapiError):
+        client.wait_task(task, timeout=min(timeout, 60.0), method="import_raw_vdi",
+                         destroy=False)
 
 
 class _CountingFile:
@@ -164,6 +177,9 @@ def import_raw_vdi(client: XapiClient, vdi_ref: str, data: Iterable[bytes] | Bin
         except exception.XapiConnectionError:
             # The host may have refused and closed while we were still sending.
             _finished_outcome(client, task, "import_raw_vdi")
+            raise
+        except BaseException:
+            _settle(client, task, timeout)
             raise
         try:
             body = response.read(64 * 1024)
