@@ -23,7 +23,7 @@ def destroy_disks(ctx: Context, instance: Instance, vm_ref: str | None) -> bool:
     # The dom0 kernel/ramdisk files are the image cache's: it knows where it
     # put them (the VM's PV_kernel/PV_ramdisk while the VM exists).
     try:
-        imagecache().destroy_instance_files(ctx, instance, vm_ref)
+        imagecache().remove_instance_files(ctx, instance)
     except Exception as exc:
         LOG.warning("could not remove the dom0 kernel files of %s: %s", instance.name, exc)
         failures.append(f"dom0 kernel/ramdisk files: {exc}")

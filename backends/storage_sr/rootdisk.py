@@ -22,8 +22,9 @@ ISO_USERDEVICE = "1"
 
 def imagecache() -> Any:
     """The image cache module (``xhost.imagecache``): ``image_disks`` gives an
-    instance its disks from a cached image, ``destroy_instance_files`` removes
-    the dom0 kernel/ramdisk files made for one."""
+    instance its disks from a cached image, ``remove_instance_files`` removes
+    the dom0 kernel/ramdisk files made for one. (Looked up when used, so that
+    tests can stand in for it.)"""
     return importlib.import_module("xhost.imagecache")
 
 
@@ -84,6 +85,9 @@ def create_root_disk(ctx: Context, instance: Instance, sr_ref: str,
         raise StorageError(reason=f"the image cache made no root disk for image "
                                   f"{image.name or image.id}")
     root.userdevice = root.userdevice or "0"
+    if iso is not None:
+        # An installer CD: the blank root (already the flavor's size) is its target.
+        return disks
     root.bootable = True
     target = instance.flavor.root_gb * GiB
     if not target:

@@ -5,7 +5,7 @@ cache (``xhost.imagecache``, written separately) is replaced by a double
 that keeps its documented contract: ``image_disks`` returns the instance's
 root disk, a clone of the cached ``Glance Image <id>`` VDI tagged
 ``nova_instance_uuid``/``nova_disk_type=root`` and registered in
-``ctx.undo``; ``destroy_instance_files`` removes the dom0 kernel files of an
+``ctx.undo``; ``remove_instance_files`` removes the dom0 kernel files of an
 instance. Disks are checked on the bytes exported through
 ``/export_raw_vdi`` with independent tools (sfdisk, blkid, dumpe2fs,
 debugfs, e2fsck, isoinfo).
@@ -101,8 +101,9 @@ class ImageCacheDouble(types.ModuleType):
         return [Disk(vdi_ref=clone, vdi_uuid=ctx.xapi.call("VDI.get_uuid", clone), kind="root",
                      userdevice="0", bootable=True)]
 
-    def destroy_instance_files(self, ctx: Context, instance: Instance, vm_ref: str | None) -> None:
-        self.file_calls.append((instance.uuid, vm_ref))
+    def remove_instance_files(self, ctx: Context, instance: Instance) -> list[str]:
+        self.file_calls.append((instance.uuid, instance.vm_ref))
+        return []
 
 
 def _destroy_quietly(ctx: Context, vdi: str) -> None:
