@@ -146,8 +146,8 @@ class Demo(command.Command):
             return
         with contextlib.suppress(Exception):
             out = subprocess.run(
-                ["ovs-vsctl", f"--db={ovsdb}", "--format=table", "--columns=name,external_ids",
-                 "find", "Interface", f"external_ids:attached-mac={server.ports[0]['mac']}"],
+                ["ovs-vsctl", f"--db={ovsdb}", "--format=list", "--columns=name,external_ids",
+                 "find", "Interface", f'external_ids:iface-id="{server.ports[0]["id"]}"'],
                 capture_output=True, text=True, timeout=10, check=True).stdout
             self.say("      its Open vSwitch port in the simulated dom0")
             self.say(textwrap.indent(out.rstrip(), "      "))

@@ -59,6 +59,19 @@ class XhostApp(app.App):
         )
         return parser
 
+    def configure_logging(self):
+        """Like cliff's, but the default console level is WARNING: INFO from
+        plugins and the embedded simulator needs ``-v`` (DEBUG ``-vv``)."""
+        super().configure_logging()
+        import logging
+
+        levels = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}
+        level = levels.get(self.options.verbose_level, logging.DEBUG)
+        for handler in logging.getLogger("").handlers:
+            if isinstance(handler, logging.StreamHandler) and \
+                    getattr(handler, "stream", None) is self.stderr:
+                handler.setLevel(level)
+
     def config_sources(self) -> tuple[list[str], list[str]]:
         """The configuration files and directories to read: the global
         options, else the defaults that exist."""

@@ -30,6 +30,7 @@ from xhost.compute import flavors as flavor_mod
 from xhost.compute import servers, vmrecord
 from xhost.compute.connection import HostConnection, connect
 from xhost.compute.journal import Journal
+from xhost.compute.vmrecord import port_entry
 from xhost.context import Context
 from xhost.objects import Disk, Flavor, ImageMeta, Instance, Port
 
@@ -83,18 +84,6 @@ def _vif_lock(vm_ref: str) -> threading.Lock:
     """One VIF change at a time per VM in this process (Nova's xenapi-vif lock)."""
     with _vif_guard:
         return _vif_locks.setdefault(vm_ref, threading.Lock())
-
-
-def port_entry(port: Port) -> dict[str, Any]:
-    """How a port is recorded in the VM's ``xhost_ports`` tag and the journal."""
-    entry: dict[str, Any] = {"id": port.id, "mac": port.mac, "network": port.network}
-    if port.device is not None:
-        entry["device"] = port.device
-    if port.vlan is not None:
-        entry["vlan"] = port.vlan
-    if port.hybrid_plug:
-        entry["hybrid_plug"] = True
-    return entry
 
 
 def random_mac() -> str:

@@ -96,6 +96,18 @@ def vm_mode(instance: Instance) -> str:
     return "hvm"
 
 
+def port_entry(port: Port) -> dict[str, Any]:
+    """How a port is recorded in the VM's ``xhost_ports`` tag and the journal."""
+    entry: dict[str, Any] = {"id": port.id, "mac": port.mac, "network": port.network}
+    if port.device is not None:
+        entry["device"] = port.device
+    if port.vlan is not None:
+        entry["vlan"] = port.vlan
+    if port.hybrid_plug:
+        entry["hybrid_plug"] = True
+    return entry
+
+
 def networking_json(port: Port) -> str:
     """Nova's ``vm-data/networking/<mac>`` document for one port."""
     ips = [ip for ip in port.ips if ":" not in str(ip.get("ip", ""))]
@@ -152,8 +164,7 @@ def vm_record(instance: Instance, mode: str, kernel: str | None = None,
                                 "root_gb": instance.flavor.root_gb,
                                 "ephemeral_gb": instance.flavor.ephemeral_gb,
                                 "swap_mb": instance.flavor.swap_mb}),
-        TAG_PORTS: json.dumps([{"id": p.id, "mac": p.mac, "network": p.network}
-                               for p in instance.ports]),
+        TAG_PORTS: json.dumps([port_entry(p) for p in instance.ports]),
     }
     if image is not None:
         other_config[TAG_IMAGE] = image.id
