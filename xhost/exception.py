@@ -158,6 +158,6 @@ class Dom0VersionMismatch(XapiError):
     msg_fmt = (
         "dom0 plugin version mismatch on {host}: xhost {client} needs dom0 "
         "plugins {required} (same major, minor >= {required}), the host has "
-        "{found}. Install the dom0 scripts shipped with this xhost "
-        "(`xhost dom0 install` or copy them to /etc/xapi.d/plugins)."
+        "{found}. Install the dom0 scripts shipped with this xhost: "
+        "`xhost dom0 pack | ssh root@HOST tar -xzf - -C /etc/xapi.d/plugins`."
     )
