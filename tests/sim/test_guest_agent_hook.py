@@ -11,18 +11,10 @@ import base64
 import json
 import textwrap
 import threading
-import time
 
 import pytest
 
-
-def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
+from xhost.testing.waiting import wait_for
 
 
 class ToyAgent:

@@ -7,19 +7,12 @@ import json
 import time
 
 from xhost.sim.guest_metrics import collect
+from xhost.testing.waiting import wait_for
 
 
 def networking(mac: str, *ips: dict, **extra) -> str:
     return json.dumps({"label": "public", "mac": mac, "ips": list(ips), **extra})
 
-
-def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def test_metrics_from_nova_networking(x, new_vm):

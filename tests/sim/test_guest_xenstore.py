@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from xhost.sim import Simulator
 from xhost.testing.simfixtures import SIM_PASSWORD, SIM_USER
+from xhost.testing.waiting import wait_for
 
 
 def home(domid) -> str:
@@ -144,7 +145,8 @@ def test_hotplug_updates_the_tree_and_the_addresses(simulator, x, new_vm):
     assert xs.read(f"{h}/device/vif/1/mtu") == "9000"
     assert xs.read(f"/local/domain/0/backend/vif/{domid}/1/state") == "4"
     gm = x.VM.get_guest_metrics(vm)
-    assert "1/ip" in x.VM_guest_metrics.get_networks(gm)
+    # the guest sees the new NIC (a XenStore watch) and reports its address
+    assert wait_for(lambda: "1/ip" in x.VM_guest_metrics.get_networks(gm))
     x.VIF.unplug(vif)
     assert not xs.exists(f"{h}/device/vif/1")
     assert not xs.exists(f"/local/domain/0/backend/vif/{domid}/1")

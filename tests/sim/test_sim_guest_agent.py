@@ -9,15 +9,7 @@ import time
 import pytest
 
 from xhost.sim import guest_agent
-
-
-def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
+from xhost.testing.waiting import wait_for
 
 
 @pytest.mark.parametrize("spec,present", [
