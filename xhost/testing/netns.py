@@ -23,6 +23,7 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,12 +323,13 @@ def _pick_backend(backend: Backend) -> Literal["pyroute2", "iproute2"]:
 
 
 def _links(namespace: str | None, backend: str) -> list[Link]:
-    if backend == "pyroute2":
+    # pyroute2 enters a namespace by forking, which is unsafe in a process that
+    # runs threads (Python warns it may deadlock) and refused at interpreter
+    # shutdown: the iproute2 command does the same without forking us.
+    if backend == "pyroute2" and not (namespace and threading.active_count() > 1):
         try:
             return list(_links_pyroute2(namespace))
         except RuntimeError:
-            # pyroute2 forks to enter a namespace, which Python refuses during
-            # interpreter shutdown (the atexit cleanup): use iproute2 then.
             pass
     return list(_links_iproute2(namespace))
 
