@@ -150,7 +150,8 @@ def test_hotplug_updates_the_tree_and_the_addresses(simulator, x, new_vm):
     x.VIF.unplug(vif)
     assert not xs.exists(f"{h}/device/vif/1")
     assert not xs.exists(f"/local/domain/0/backend/vif/{domid}/1")
-    assert set(x.VM_guest_metrics.get_networks(gm)) == {"0/ip", "0/ipv4/0"}
+    # the guest notices the NIC has gone (a watch again) and stops reporting it
+    assert wait_for(lambda: set(x.VM_guest_metrics.get_networks(gm)) == {"0/ip", "0/ipv4/0"})
 
     vbd = x.VM.get_VBDs(vm)[0]
     x.VBD.set_unpluggable(vbd, True)
