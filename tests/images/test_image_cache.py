@@ -144,6 +144,8 @@ def test_flavor_smaller_than_image(hosts):
     # the cached disk now says 2 GiB: more than a 1 GiB root disk
     (cache,) = cached(host, image.id)
     host.x.call("VDI.resize", host.x.call("VDI.get_by_uuid", cache["uuid"]), str(2 * 1024 ** 3))
+    # what this connection knows of the cache is now stale: as a new xhost would, look again
+    host.context().xapi.forget("imagecache.known")
     with pytest.raises(imagecache.FlavorDiskSmallerThanImage, match="larger flavor"):
         imagecache.image_disks(host.context(), instance(), host.sr(), image)
 
