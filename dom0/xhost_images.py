@@ -23,7 +23,8 @@ never through xhost:
     image service URL.
 ``remove_vhds``
     Removes ``<uuid>.vhd`` files of an SR (the undo of a download whose files
-    were never introduced).
+    were never introduced), after waiting for a download of those files that
+    is still running (its caller was killed) to end.
 
 Failures use these codes (params never include URLs' query strings or
 request headers, which may carry credentials):
@@ -34,6 +35,7 @@ request headers, which may carry credentials):
 ``XHOST_IMAGE_INVALID [reason]``     the image data is unusable or hostile
 ``XHOST_IMAGE_SR [reason]``          the SR is not a mounted file SR
 """
+import fcntl
 import hashlib
 import http.client
 import os
@@ -638,6 +640,9 @@ def download_vhd(session, url, sr_path, uuids, headers=None, container="tgz",
     max_virtual_size = min(int(max_virtual_size), xhost_vhd.MAX_VIRTUAL_SIZE)
     if os_hash_algo and os_hash_algo not in hashlib.algorithms_available:
         raise _invalid("unknown hash algorithm %r" % os_hash_algo)
+    if not uuids:
+        raise _invalid("no UUIDs were given for the image's disks")
+    lock = _download_lock(sr_dir, uuids[0])
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=sr_dir)
     conn = None
     try:
@@ -671,6 +676,34 @@ def download_vhd(session, url, sr_path, uuids, headers=None, container="tgz",
         if conn is not None:
             conn.close()
         shutil.rmtree(staging, ignore_errors=True)
+        _release_download_lock(lock)
+
+
+def _lock_path(sr_dir, leaf_uuid):
+    name = "%s.vhd" % leaf_uuid
+    if not UUID_NAME.match(name):
+        raise xhost_dom0lib.Dom0Error("XHOST_DOM0_BAD_ARGS", "download_vhd",
+                                      "bad uuid %r" % leaf_uuid)
+    return os.path.join(sr_dir, ".xhost-download-%s.lock" % leaf_uuid)
+
+
+def _download_lock(sr_dir, leaf_uuid):
+    """Held while a download runs: ``remove_vhds`` of its UUIDs waits for it,
+    so the undo of a download whose caller went away (killed) cannot run
+    before the download has put its files in place."""
+    path = _lock_path(sr_dir, leaf_uuid)
+    handle = open(path, "a")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return path, handle
+
+
+def _release_download_lock(lock):
+    path, handle = lock
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    handle.close()
 
 
 def _receive(hashed, staging, container, max_members, max_virtual_size, limit, length):
@@ -864,9 +897,12 @@ def upload_vhd(session, url, sr_path, leaf_uuid, headers=None, method="PUT",
 
 
 def remove_vhds(session, sr_path, uuids):
-    """Delete ``<uuid>.vhd`` files of the SR (missing ones are fine)."""
+    """Delete ``<uuid>.vhd`` files of the SR (missing ones are fine), once
+    a download of them still running has ended."""
     sr_dir = _sr_dir(sr_path)
     removed = []
+    if uuids:
+        _release_download_lock(_download_lock(sr_dir, uuids[0]))
     for text in uuids:
         name = "%s.vhd" % text
         if not UUID_NAME.match(name):

@@ -15,12 +15,13 @@ break older xhost releases):
 1.3 - xhost_disks: make_filesystem, grow_partition, release_device.
 1.4 - xhost_images (download_vhd, upload_vhd, remove_vhds) and xhost_kernel
       (copy_vdi, remove_files) for the image handlers.
+1.5 - xhost_images.remove_vhds waits for a download of the same files still running.
 """
 import sys
 
 import xhost_dom0lib
 
-PLUGIN_VERSION = "1.4"
+PLUGIN_VERSION = "1.5"
 
 
 def get_version(session):

@@ -284,7 +284,9 @@ def xhost_image_service_location(
     :param image_id: the image id.
     :param for_upload: ``True`` for the URL to PUT data to, ``False`` to GET.
     :returns: the location, or ``None`` if the service cannot be reached that
-        way (handlers that need it then refuse with a clear message).
+        way (handlers that need it then refuse with a clear message). A
+        location with ``revoke`` set must be revoked by its user once the
+        transfer is over, whether it happened or not.
 
     Stops at first non-None result (firstresult).
     """

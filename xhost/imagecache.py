@@ -6,19 +6,26 @@ the image property ``img_cache_in_nova``/``cache_in_nova`` true) an image is
 downloaded once per SR into a *cached base VDI*:
 
 * ``name_label`` ``Glance Image <image id>``, ``other_config`` ``image-id``,
-  ``cached-time`` (UNIX seconds) and :data:`TAG_COMPLETE` -- all set in one
-  call once the download completed and was verified, so a VDI without the
-  marker is never used (it is removed, under the lock, when found);
+  ``cached-time`` (UNIX seconds) and :data:`TAG_COMPLETE` -- set in one call
+  once the download completed and was verified, the marker being the VDI's
+  own uuid: a VDI without it is never used (it is removed, under the lock,
+  when found), and a clone (which starts with a copy of the cache's tags)
+  never passes for the cache;
 * never tagged with an instance, never destroyed with one;
 * each instance gets a copy-on-write ``VDI.clone`` of it where ``[DEFAULT]
   use_cow_images`` is on and the SR can (else a ``VDI.copy``), tagged
   ``nova_instance_uuid`` / ``nova_disk_type`` (and ``xhost_cached_from``).
 
 Two spawns of the same image on the same SR download it once: the cache is
-looked up and filled under a lock file in ``[compute] state_dir/locks``
-(per image and SR; it serialises xhost processes of this machine, not
-several machines sharing an NFS SR). Everything created goes into
-``ctx.undo`` except the completed cached image.
+looked up and filled under an exclusive lock file in ``[compute]
+state_dir/locks`` (per image and SR; it serialises xhost processes of this
+machine, not several machines sharing an NFS SR), and cloned under the same
+lock shared -- clones do not wait for each other, and whoever removes cached
+copies (a fill finding leftovers, ``image cache clean``, the cleanup after a
+killed process) holds it exclusively, so no clone still untagged is taken
+for a leftover. The cached images a connection found or made are
+remembered, so a spawn from a cached image does not look it up again.
+Everything created goes into ``ctx.undo`` except the completed cached image.
 
 :func:`cached_images` and :func:`clean` back ``xhost image cache list`` and
 ``xhost image cache clean``.
@@ -30,7 +37,9 @@ import dataclasses
 import fcntl
 import logging
 import os
+import random
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +56,7 @@ from xhost.imagetransfer import (
     image_kind,
     owner_alive,
     remove_kernel_files,
+    sr_record,
 )
 from xhost.objects import Disk, ImageMeta, Instance
 
@@ -91,7 +101,10 @@ def cache_wanted(conf: Any, image: ImageMeta) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(conf: Any, image_id: str, sr_uuid: str) -> Iterator[None]:
+def _locked(conf: Any, image_id: str, sr_uuid: str, exclusive: bool = True) -> Iterator[None]:
+    """The cache lock of an image in an SR: exclusive to fill the cache or
+    remove from it, shared to clone it (clones do not wait for each other,
+    and no one removes a clone that is not tagged yet)."""
     directory = os.path.join(conf.compute.state_dir, "locks")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", image_id)
@@ -99,11 +112,20 @@ def _locked(conf: Any, image_id: str, sr_uuid: str) -> Iterator[None]:
     # flock locks belong to the open file description: two threads of one
     # process exclude each other as two processes do.
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """A completed cached image VDI."""
+
+    ref: str
+    uuid: str
+    virtual_size: int
 
 
 def _sub_context(ctx: Context, undo: UndoLog) -> Context:
@@ -111,16 +133,24 @@ def _sub_context(ctx: Context, undo: UndoLog) -> Context:
 
 
 def _sr_type(ctx: Context, sr_ref: str) -> str:
-    return ctx.xapi.call("SR.get_type", sr_ref)
+    return sr_record(ctx, sr_ref)["type"]
+
+
+def _sr_uuid(ctx: Context, sr_ref: str) -> str:
+    return sr_record(ctx, sr_ref)["uuid"]
 
 
 def _copy_on_write(ctx: Context, sr_ref: str) -> bool:
     if not ctx.conf.use_cow_images:
         return False
-    if "storage_backend" in ctx.plugins.selected:
-        with contextlib.suppress(exception.NotSupportedByPlugin):
-            return bool(ctx.plugins.storage_capabilities(ctx, sr_ref).copy_on_write)
-    return _sr_type(ctx, sr_ref) in COW_SR_TYPES
+
+    def ask() -> bool:
+        if "storage_backend" in ctx.plugins.selected:
+            with contextlib.suppress(exception.NotSupportedByPlugin):
+                return bool(ctx.plugins.storage_capabilities(ctx, sr_ref).copy_on_write)
+        return _sr_type(ctx, sr_ref) in COW_SR_TYPES
+
+    return ctx.xapi.remembered(("imagecache.cow", sr_ref), ask)
 
 
 def _check_handler(ctx: Context, image: ImageMeta, sr_ref: str) -> None:
@@ -135,7 +165,7 @@ def _check_handler(ctx: Context, image: ImageMeta, sr_ref: str) -> None:
     if caps.sr_types is not None:
         sr_type = _sr_type(ctx, sr_ref)
         if sr_type not in caps.sr_types:
-            name = ctx.xapi.call("SR.get_name_label", sr_ref)
+            name = sr_record(ctx, sr_ref)["name_label"]
             raise ImageCacheError(reason=f"SR {name!r} is of type {sr_type}; the {handler} "
                                   f"image handler needs a file-based SR "
                                   f"({', '.join(sorted(caps.sr_types))}). Use [xenserver] "
@@ -157,37 +187,60 @@ def _tag_for_instance(ctx: Context, vdi_ref: str, instance: Instance, kind: str,
     ctx.xapi.call("VDI.set_other_config", vdi_ref,
                   {TAG_INSTANCE: instance.uuid, TAG_KIND: kind, **(extra or {})})
     ctx.xapi.call("VDI.set_name_label", vdi_ref, instance.name)
-    ctx.xapi.call("VDI.set_name_description", vdi_ref, kind)
 
 
-def _sr_vdis(ctx: Context, sr_ref: str) -> dict[str, dict[str, Any]]:
-    return ctx.xapi.call("VDI.get_all_records_where", f'field "SR"="{sr_ref}"')
+def is_complete(record: dict[str, Any]) -> bool:
+    """A completed cached image: its marker is its own uuid (a clone of it
+    starts with a copy of its tags, so a clone never passes for the cache)."""
+    other = record["other_config"]
+    return (TAG_IMAGE_ID in other and TAG_INSTANCE not in other
+            and other.get(TAG_COMPLETE) == record["uuid"] and not record.get("missing"))
 
 
-def _remove_unusable(ctx: Context, sr_ref: str, image_id: str,
-                     records: dict[str, dict[str, Any]]) -> None:
-    """Incomplete cached copies of the image, and downloads of it whose
-    process died, in this SR (we hold the lock)."""
+def _candidates(ctx: Context, sr_ref: str | None, image_id: str) -> dict[str, dict[str, Any]]:
+    """VDIs named as the image's cache (in ``sr_ref``, or anywhere)."""
+    query = f'field "name__label"="{CACHE_NAME.format(image_id=image_id)}"'
+    if sr_ref is not None:
+        query += f' and field "SR"="{sr_ref}"'
+    return ctx.xapi.call("VDI.get_all_records_where", query)
+
+
+def _remove_stale(ctx: Context, image_id: str, records: dict[str, dict[str, Any]]) -> int:
+    """Under the exclusive lock: VDIs named as the image's cache that are no
+    completed cache -- a download whose tagging did not finish, or a clone
+    whose spawn died before tagging it. Returns how many went."""
+    removed = 0
     for ref, rec in records.items():
         other = rec["other_config"]
-        stale = (other.get(TAG_IMAGE_ID) == image_id and other.get(TAG_COMPLETE) != "true") or (
-            other.get(TAG_DOWNLOADING) == image_id and
-            not owner_alive(other.get(TAG_DOWNLOAD_OWNER, "")))
-        if stale and TAG_INSTANCE not in other:
-            LOG.warning("removing VDI %s: an unfinished download of image %s", rec["uuid"],
-                        image_id)
-            with contextlib.suppress(exception.XapiFailure):
-                destroy_vdi(ctx, ref)
+        if TAG_INSTANCE in other or is_complete(rec):
+            continue
+        if other.get(TAG_IMAGE_ID, other.get(TAG_DOWNLOADING)) not in (image_id, None):
+            continue
+        if TAG_DOWNLOADING in other and owner_alive(other.get(TAG_DOWNLOAD_OWNER, "")):
+            continue
+        LOG.warning("removing VDI %s: an unfinished copy of cached image %s", rec["uuid"],
+                    image_id)
+        with contextlib.suppress(exception.XapiFailure):
+            destroy_vdi(ctx, ref)
+            removed += 1
+    return removed
 
 
-def _find_cached(ctx: Context, sr_ref: str, image_id: str) -> tuple[str, dict[str, Any]] | None:
-    query = f'field "name__label"="{CACHE_NAME.format(image_id=image_id)}" and field "SR"="{sr_ref}"'
-    for ref, rec in ctx.xapi.call("VDI.get_all_records_where", query).items():
-        other = rec["other_config"]
-        if other.get(TAG_IMAGE_ID) == image_id and other.get(TAG_COMPLETE) == "true" \
-                and not rec["missing"]:
-            return ref, rec
-    return None
+_known_lock = threading.Lock()
+
+
+def _known(ctx: Context) -> dict[tuple[str, str], _Cached]:
+    """The cached images this connection found or made (per client: refs
+    are per host), so a spawn from a cached image does not look it up."""
+    return ctx.xapi.remembered("imagecache.known", dict)
+
+
+def _remember(ctx: Context, key: tuple[str, str], cached: _Cached | None) -> None:
+    with _known_lock:
+        if cached is None:
+            _known(ctx).pop(key, None)
+        else:
+            _known(ctx)[key] = cached
 
 
 def _download(ctx: Context, image: ImageMeta, sr_ref: str, instance: Instance | None,
@@ -205,56 +258,128 @@ def _download(ctx: Context, image: ImageMeta, sr_ref: str, instance: Instance | 
         raise
 
 
-def _cached_locked(ctx: Context, sr_ref: str, image: ImageMeta,
-                   instance: Instance | None) -> tuple[str, dict[str, Any]]:
-    found = _find_cached(ctx, sr_ref, image.id)
-    if found is not None:
-        return found
-    _remove_unusable(ctx, sr_ref, image.id, _sr_vdis(ctx, sr_ref))
-    undo = UndoLog()
+def _fill(ctx: Context, sr_ref: str, image: ImageMeta, instance: Instance | None) -> _Cached:
+    """Under the exclusive lock: the completed cached image, downloaded if
+    there is none."""
+    records = _candidates(ctx, sr_ref, image.id)
+    for ref, rec in records.items():
+        if is_complete(rec):
+            return _Cached(ref, rec["uuid"], int(rec["virtual_size"]))
+    _remove_stale(ctx, image.id, records)
+    undo = ctx.undo.child()
     root = _download(ctx, image, sr_ref, instance, undo)
     try:
+        uuid = root.vdi_uuid or ctx.xapi.call("VDI.get_uuid", root.vdi_ref)
+        size = root.virtual_size
+        if size is None:
+            size = int(ctx.xapi.call("VDI.get_virtual_size", root.vdi_ref))
+        # The name first: a process killed in between leaves a VDI named as the
+        # cache but not marked complete, which the next fill removes.
         ctx.xapi.call("VDI.set_name_label", root.vdi_ref, CACHE_NAME.format(image_id=image.id))
-        ctx.xapi.call("VDI.set_name_description", root.vdi_ref, "root")
         ctx.xapi.call("VDI.set_other_config", root.vdi_ref, {
             TAG_IMAGE_ID: image.id, TAG_CACHED_TIME: str(int(time.time())),
-            TAG_COMPLETE: "true"})
+            TAG_COMPLETE: uuid})
     except BaseException:
         undo.rollback(LOG)
         raise
     undo.discard()  # a completed cached image outlives the operation
-    return root.vdi_ref, ctx.xapi.call("VDI.get_record", root.vdi_ref)
+    return _Cached(root.vdi_ref, uuid, size)
+
+
+def _cached(ctx: Context, sr_ref: str, image: ImageMeta,
+            instance: Instance | None) -> _Cached:
+    key = (image.id, sr_ref)
+    with _known_lock:
+        found = _known(ctx).get(key)
+    if found is not None:
+        return found
+    with _locked(ctx.conf, image.id, _sr_uuid(ctx, sr_ref)):
+        with _known_lock:  # another thread filled it while we waited
+            found = _known(ctx).get(key)
+        if found is None:
+            found = _fill(ctx, sr_ref, image, instance)
+            _remember(ctx, key, found)
+    return found
 
 
 def cached_root(ctx: Context, sr_ref: str, image: ImageMeta,
                 instance: Instance | None = None) -> tuple[str, dict[str, Any]]:
     """The completed cached VDI of ``image`` in ``sr_ref``, downloading it
     first if needed (once, whoever else asks meanwhile)."""
-    with _locked(ctx.conf, image.id, ctx.xapi.call("SR.get_uuid", sr_ref)):
-        return _cached_locked(ctx, sr_ref, image, instance)
+    found = _cached(ctx, sr_ref, image, instance)
+    try:
+        return found.ref, ctx.xapi.call("VDI.get_record", found.ref)
+    except exception.HandleInvalid:
+        _remember(ctx, (image.id, sr_ref), None)
+        found = _cached(ctx, sr_ref, image, instance)
+        return found.ref, ctx.xapi.call("VDI.get_record", found.ref)
+
+
+#: Attempts at cloning a cached image someone removes meanwhile.
+_CLONE_ATTEMPTS = 3
+
+
+#: Attempts at a clone XAPI refuses because another one of the same VDI is
+#: in progress (an xhost of another process, or host, is cloning it too).
+_BUSY_ATTEMPTS = 12
+_clone_locks: dict[str, threading.Lock] = {}
+
+
+def _clone_call(ctx: Context, cache_ref: str, sr_ref: str) -> str:
+    """``VDI.clone`` (else ``VDI.copy``) of the cached image. XAPI runs one
+    such operation of a VDI at a time (``OTHER_OPERATION_IN_PROGRESS``):
+    this process's threads take turns, other processes' clones are waited
+    out."""
+    with _known_lock:
+        lock = _clone_locks.setdefault(cache_ref, threading.Lock())
+    for attempt in range(_BUSY_ATTEMPTS):
+        with lock:
+            try:
+                if _copy_on_write(ctx, sr_ref):
+                    return ctx.xapi.call("VDI.clone", cache_ref, {})
+                return ctx.xapi.call_async("VDI.copy", cache_ref, sr_ref)
+            except exception.XapiFailure as exc:
+                if exc.code != "OTHER_OPERATION_IN_PROGRESS" or attempt + 1 == _BUSY_ATTEMPTS:
+                    raise
+        time.sleep(min(0.02 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+def _clone(ctx: Context, instance: Instance, sr_ref: str, image: ImageMeta) -> Disk:
+    """A copy-on-write clone (else a copy) of the cached image, tagged for
+    the instance; made and tagged under the shared lock."""
+    for attempt in range(_CLONE_ATTEMPTS):
+        cache = _cached(ctx, sr_ref, image, instance)
+        _check_size(instance, image, cache.virtual_size)
+        with _locked(ctx.conf, image.id, _sr_uuid(ctx, sr_ref), exclusive=False):
+            try:
+                ref = _clone_call(ctx, cache.ref, sr_ref)
+            except exception.HandleInvalid:
+                # The cached image was removed (`xhost image cache clean`): fill again.
+                _remember(ctx, (image.id, sr_ref), None)
+                if attempt + 1 == _CLONE_ATTEMPTS:
+                    raise
+                continue
+            ctx.undo.push(f"destroy root VDI of {instance.name}", destroy_vdi, ctx, ref)
+            _tag_for_instance(ctx, ref, instance, "root", {TAG_CACHED_FROM: cache.uuid})
+        return Disk(vdi_ref=ref, vdi_uuid="", kind="root", userdevice="0", bootable=True,
+                    virtual_size=cache.virtual_size)
+    raise AssertionError("unreachable")
 
 
 def _instance_root(ctx: Context, instance: Instance, sr_ref: str, image: ImageMeta) -> Disk:
     if cache_wanted(ctx.conf, image):
-        # The clone starts with the cached VDI's name and tags: make it and
-        # re-tag it under the lock, so no one takes it for the cache.
-        with _locked(ctx.conf, image.id, ctx.xapi.call("SR.get_uuid", sr_ref)):
-            cache_ref, cache = _cached_locked(ctx, sr_ref, image, instance)
-            _check_size(instance, image, int(cache["virtual_size"]))
-            if _copy_on_write(ctx, sr_ref):
-                ref = ctx.xapi.call_async("VDI.clone", cache_ref, {})
-            else:
-                ref = ctx.xapi.call_async("VDI.copy", cache_ref, sr_ref)
-            ctx.undo.push(f"destroy root VDI of {instance.name}", destroy_vdi, ctx, ref)
-            _tag_for_instance(ctx, ref, instance, "root", {TAG_CACHED_FROM: cache["uuid"]})
-        return Disk(vdi_ref=ref, vdi_uuid=ctx.xapi.call("VDI.get_uuid", ref), kind="root",
-                    userdevice="0", bootable=True)
-    undo = UndoLog()
+        return _clone(ctx, instance, sr_ref, image)
+    undo = ctx.undo.child()
     root = _download(ctx, image, sr_ref, instance, undo)
     ctx.undo.push(f"undo the download of image {image.id}", undo.rollback, LOG)
-    _check_size(instance, image, int(ctx.xapi.call("VDI.get_virtual_size", root.vdi_ref)))
+    size = root.virtual_size
+    if size is None:
+        size = int(ctx.xapi.call("VDI.get_virtual_size", root.vdi_ref))
+    _check_size(instance, image, size)
     _tag_for_instance(ctx, root.vdi_ref, instance, "root")
-    return dataclasses.replace(root, kind="root", userdevice="0", bootable=True)
+    return dataclasses.replace(root, kind="root", userdevice="0", bootable=True,
+                               virtual_size=size)
 
 
 def _companion(ctx: Context, image_id: str, kind: str, sr_ref: str, instance: Instance) -> Disk:
@@ -323,6 +448,33 @@ def image_disks(ctx: Context, instance: Instance, sr_ref: str, image: ImageMeta)
     return disks
 
 
+def remove_leftovers(ctx: Context, image_id: str, owner: str | None = None) -> int:
+    """What a spawn killed mid-way may have left of the image cache: a clone
+    of the cached image not yet tagged for its instance, a cached copy whose
+    tagging did not finish, and the downloads of ``owner`` (a
+    :func:`~xhost.imagetransfer.download_owner`, the dead process).
+    Returns how many VDIs were removed."""
+    removed = 0
+    by_sr: dict[str, dict[str, dict[str, Any]]] = {}
+    for ref, rec in _candidates(ctx, None, image_id).items():
+        if not is_complete(rec) and TAG_INSTANCE not in rec["other_config"]:
+            by_sr.setdefault(rec["SR"], {})[ref] = rec
+    for sr_ref in by_sr:
+        with _locked(ctx.conf, image_id, _sr_uuid(ctx, sr_ref)):
+            removed += _remove_stale(ctx, image_id, _candidates(ctx, sr_ref, image_id))
+    if owner:
+        for ref, rec in ctx.xapi.call("VDI.get_all_records").items():
+            other = rec["other_config"]
+            if other.get(TAG_DOWNLOAD_OWNER) == owner and TAG_INSTANCE not in other \
+                    and not is_complete(rec):
+                LOG.warning("removing VDI %s: a download of a process that died",
+                            rec["uuid"])
+                with contextlib.suppress(exception.XapiFailure):
+                    destroy_vdi(ctx, ref)
+                    removed += 1
+    return removed
+
+
 def remove_instance_files(ctx: Context, instance: Instance) -> list[str]:
     """Remove the dom0 files (kernel, ramdisk) :func:`image_disks` made for an
     instance; for ``xhost_storage_destroy_disks``. Missing files are fine.
@@ -346,6 +498,7 @@ class CachedImage:
     physical_utilisation: int
     instances: int
     vdi_ref: str = ""
+    sr_ref: str = ""
 
 
 def cached_images(ctx: Context) -> list[CachedImage]:
@@ -364,7 +517,7 @@ def cached_images(ctx: Context) -> list[CachedImage]:
             continue
         if TAG_IMAGE_ID in other:
             image_id = other[TAG_IMAGE_ID]
-            status = "complete" if other.get(TAG_COMPLETE) == "true" else "incomplete"
+            status = "complete" if is_complete(rec) else "incomplete"
         elif TAG_DOWNLOADING in other:
             image_id = other[TAG_DOWNLOADING]
             alive = owner_alive(other.get(TAG_DOWNLOAD_OWNER, ""))
@@ -372,14 +525,14 @@ def cached_images(ctx: Context) -> list[CachedImage]:
         else:
             continue
         if rec["SR"] not in sr_names:
-            sr_names[rec["SR"]] = ctx.xapi.call("SR.get_name_label", rec["SR"])
+            sr_names[rec["SR"]] = sr_record(ctx, rec["SR"])["name_label"]
         cached = other.get(TAG_CACHED_TIME)
         result.append(CachedImage(
             sr=sr_names[rec["SR"]], vdi=rec["uuid"], image_id=image_id, status=status,
             cached_time=int(cached) if cached and cached.isdigit() else None,
             virtual_size=int(rec["virtual_size"]),
             physical_utilisation=int(rec["physical_utilisation"]),
-            instances=users.get(rec["uuid"], 0), vdi_ref=ref))
+            instances=users.get(rec["uuid"], 0), vdi_ref=ref, sr_ref=rec["SR"]))
     return sorted(result, key=lambda c: (c.sr, c.image_id, c.vdi))
 
 
@@ -400,9 +553,13 @@ def clean(ctx: Context, keep_days: float = 0.0, include_used: bool = False,
                 continue
         if not dry_run:
             try:
-                destroy_vdi(ctx, item.vdi_ref)
+                # Exclusive: no spawn is cloning it meanwhile.
+                with _locked(ctx.conf, item.image_id, _sr_uuid(ctx, item.sr_ref)):
+                    destroy_vdi(ctx, item.vdi_ref)
             except exception.XapiFailure as exc:
                 LOG.warning("could not destroy cached image VDI %s: %s", item.vdi, exc)
                 continue
+            finally:
+                _remember(ctx, (item.image_id, item.sr_ref), None)
         removed.append(item)
     return removed

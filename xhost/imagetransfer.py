@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from xhost import exception
 from xhost.compute import vmrecord
-from xhost.context import Context, UndoLog
+from xhost.context import Context, durable
 from xhost.dom0 import xhost_vhd
 from xhost.imagearchive import ArchiveReader, ChunkReader, tarball
 from xhost.images import ImageError, InvalidImage, TransientImageError
@@ -82,7 +82,7 @@ def retrying(ctx: Context, what: str, attempt: Callable[[Context], T]) -> T:
     """
     attempts, delay = retry_policy(ctx.conf)
     for number in range(1, attempts + 1):
-        sub = UndoLog()
+        sub = ctx.undo.child()
         trial = Context(conf=ctx.conf, plugins=ctx.plugins, xapi=ctx.xapi, host_ref=ctx.host_ref,
                         undo=sub, progress=ctx.progress, log=ctx.log, extra=ctx.extra)
         try:
@@ -150,8 +150,17 @@ def owner_alive(owner: str) -> bool:
 # -- VDIs and SRs -----------------------------------------------------------
 
 
+@durable
 def destroy_vdi(ctx: Context, vdi_ref: str) -> None:
-    """Destroy a VDI; a VDI that is already gone is fine."""
+    """Destroy a VDI (unplugging and removing its VBDs first: a download's
+    disk may be plugged into dom0 or the compute VM); a VDI that is already
+    gone is fine."""
+    from xhost.xapi import vbds
+
+    try:
+        vbds.remove_all(ctx.xapi, ctx.xapi.call("VDI.get_VBDs", vdi_ref))
+    except exception.HandleInvalid:
+        return
     with contextlib.suppress(exception.HandleInvalid):
         ctx.xapi.call("VDI.destroy", vdi_ref)
 
@@ -172,19 +181,25 @@ def create_vdi(ctx: Context, sr_ref: str, size: int, name: str, image: ImageMeta
 
 
 def sr_record(ctx: Context, sr_ref: str) -> dict[str, Any]:
-    return ctx.xapi.call("SR.get_record", sr_ref)
+    """The SR's record as first read on this connection: its uuid, type,
+    name and content type do not change (its sizes may be stale)."""
+    return ctx.xapi.remembered(("SR.record", sr_ref),
+                               lambda: ctx.xapi.call("SR.get_record", sr_ref))
 
 
 def sr_dom0_path(ctx: Context, sr_ref: str, record: dict[str, Any] | None = None) -> str:
     """Where a file-based SR is mounted in dom0 (its PBD's ``path``, else
-    ``[xenserver] sr_base_path/<uuid>``)."""
-    record = record or sr_record(ctx, sr_ref)
-    query = f'field "host"="{ctx.host_ref}" and field "SR"="{sr_ref}"'
-    for pbd in ctx.xapi.call("PBD.get_all_records_where", query).values():
-        path = pbd["device_config"].get("path")
-        if path:
-            return path
-    return f"{ctx.conf.xenserver.sr_base_path.rstrip('/')}/{record['uuid']}"
+    ``[xenserver] sr_base_path/<uuid>``); read once per connection."""
+    def find() -> str:
+        query = f'field "host"="{ctx.host_ref}" and field "SR"="{sr_ref}"'
+        for pbd in ctx.xapi.call("PBD.get_all_records_where", query).values():
+            path = pbd["device_config"].get("path")
+            if path:
+                return path
+        uuid = (record or sr_record(ctx, sr_ref))["uuid"]
+        return f"{ctx.conf.xenserver.sr_base_path.rstrip('/')}/{uuid}"
+
+    return ctx.xapi.remembered(("SR.dom0_path", ctx.host_ref, sr_ref), find)
 
 
 def find_iso_sr(ctx: Context) -> str:
@@ -396,7 +411,7 @@ def kernel_file(ctx: Context, image: ImageMeta, instance: Instance | None, sr_re
         raise InvalidImage(image=image.id, reason=f"the {kind} is {size} bytes, more than "
                            f"[xenserver] max_kernel_ramdisk_size ({limit})")
     name = kernel_file_name(instance, kind)
-    temp = UndoLog()
+    temp = ctx.undo.child()
     scratch = Context(conf=ctx.conf, plugins=ctx.plugins, xapi=ctx.xapi, host_ref=ctx.host_ref,
                       undo=temp, log=ctx.log, extra=ctx.extra)
     try:
@@ -414,6 +429,7 @@ def kernel_file(ctx: Context, image: ImageMeta, instance: Instance | None, sr_re
     return Disk(vdi_ref=NULL, vdi_uuid="", kind=kind, dom0_path=answer["path"])
 
 
+@durable
 def remove_kernel_files(ctx: Context, instance: Instance | None,
                         names: list[str] | None = None) -> list[str]:
     """Remove an instance's kernel and ramdisk from dom0's ``/boot/guest``

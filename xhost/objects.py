@@ -7,6 +7,7 @@ plugins should construct them with keyword arguments.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ class ImageLocation:
     headers: dict[str, str] = field(default_factory=dict)
     verify_tls: bool = True
     ca_file: str | None = None
+    #: Called once the transfer is over (done, failed or never started): an
+    #: image service serving the bytes itself stops serving them.
+    revoke: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Disk:
     """A virtual disk (VDI) made for an instance."""
 
     vdi_ref: str
+    #: ``""`` when its maker did not need to read it (the VDI's record has it).
     vdi_uuid: str
     #: ``root``, ``ephemeral``, ``swap``, ``config_drive``, ``kernel``,
     #: ``ramdisk``, ``iso``, ``volume``.
@@ -96,6 +101,8 @@ class Disk:
     vbd_type: str = "Disk"
     #: File in dom0 (kernel/ramdisk images only).
     dom0_path: str | None = None
+    #: Size of the disk in bytes, when its maker knows it (saves reading it back).
+    virtual_size: int | None = None
 
 
 @dataclass

@@ -241,10 +241,11 @@ class LocalImageService:
         if not for_upload and record["status"] != "active":
             raise ImageError(reason=f"image {image_id} is {record['status']}, it has no data "
                                     f"yet")
-        url, token = self._transfer_server().grant(image_id, for_upload)
+        server = self._transfer_server()
+        url, token = server.grant(image_id, for_upload)
         cert = self.options.transfer_cert_file
         return ImageLocation(url=url, headers={TOKEN_HEADER: token}, verify_tls=True,
-                             ca_file=cert or None)
+                             ca_file=cert or None, revoke=lambda: server.revoke(token))
 
     def _transfer_server(self) -> TransferServer:
         if self._transfers is None:

@@ -131,6 +131,12 @@ class TransferServer:
         host = self.advertise if ":" not in self.advertise else f"[{self.advertise}]"
         return f"{self.scheme}://{host}:{port}/v1/images/{image_id}/file", token
 
+    def revoke(self, token: str) -> None:
+        """Forget an unused grant (the transfer will not happen): the server
+        stops once idle instead of waiting for it to expire."""
+        with self._lock:
+            self._grants.pop(token, None)
+
     def _redeem(self, token: str | None, image_id: str, upload: bool) -> bool:
         if not token:
             return False

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from xhost import exception, hookimpl
-from xhost.context import Context
+from xhost.context import Context, durable
 from xhost.objects import Instance, Port
 
 LOG = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ def find_vif(ctx: Context, vm_ref: str, mac: str) -> tuple[str, dict[str, Any]] 
     return None
 
 
+@durable
 def destroy_vif(ctx_or_xapi: Any, vif_ref: str) -> None:
     """Remove a VIF, unplugging it first if its VM runs; a missing VIF is fine."""
     xapi = getattr(ctx_or_xapi, "xapi", ctx_or_xapi)
@@ -132,6 +133,7 @@ def vif_device_name(ctx: Context, vm_ref: str, device: str) -> str:
     return f"vif{int(vm_domain(ctx, vm_ref)['domid'])}.{device}"
 
 
+@durable
 def destroy_network(xapi: Any, network_ref: str) -> bool:
     """``network.destroy`` unless a plugged VIF still uses it; a missing
     network is fine.  Returns whether the network is gone."""

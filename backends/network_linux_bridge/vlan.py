@@ -15,7 +15,7 @@ from typing import Any
 
 from xhost import exception
 from xhost.backends.network_common.vifs import NetworkBackendError
-from xhost.context import Context
+from xhost.context import Context, durable
 
 LOG = logging.getLogger(__name__)
 #: other_config marker of a VLAN network xhost made (and may remove).
@@ -81,6 +81,7 @@ def ensure_vlan_network(ctx: Context, base_ref: str, base: dict[str, Any], tag: 
         return net
 
 
+@durable
 def remove_if_unused(xapi: Any, network_ref: str, own_mac: str | None = None) -> bool:
     """Remove an on-demand VLAN network (its VLANs, then itself) unless a VIF
     uses it; anything else, or a missing network, is left alone.

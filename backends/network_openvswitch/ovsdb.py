@@ -167,6 +167,20 @@ class Ovsdb:
         return self.wait_for(lambda: self._bridge_of_port(name) if self._row(
             "Interface", name) is not None else None, timeout, f"port {name}")
 
+    def wait_for_interface_with(self, key: str, value: str, timeout: float,
+                                prefix: str = "") -> tuple[str, str]:
+        """Wait until an interface named ``prefix...`` whose
+        ``external_ids[key] == value`` is a port of some bridge; return
+        ``(interface, bridge)``."""
+        def find() -> tuple[str, str] | None:
+            for iface in self.api.tables["Interface"].rows.values():
+                if iface.name.startswith(prefix) and iface.external_ids.get(key) == value:
+                    bridge = self._bridge_of_port(iface.name)
+                    if bridge is not None:
+                        return iface.name, bridge
+            return None
+        return self.wait_for(find, timeout, f"an interface with {key}={value}")
+
     def wait_for_bridge(self, name: str, timeout: float) -> bool:
         return self.wait_for(lambda: self._row("Bridge", name) is not None, timeout,
                              f"bridge {name}")

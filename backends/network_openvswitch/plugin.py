@@ -167,11 +167,16 @@ class OpenvswitchBackend(VifBackend):
         """(XAPI network, bridge) the port belongs to: the integration bridge's
         network, else the network the port names."""
         if self.integration_bridge:
-            ref, rec = find_network(
+            key = ("network_openvswitch.integration", self.integration_bridge)
+            # A network's bridge never changes: found once per connection (a
+            # network re-created meanwhile is found again, see plug_vif).
+            ref, rec = ctx.xapi.remembered(key, lambda: find_network(
                 ctx, self.integration_bridge, by_bridge_only=True,
                 hint=f" ([xenserver] ovs_integration_bridge); create it with `xe "
                      f"network-create name-label={self.integration_bridge} "
-                     f"bridge={self.integration_bridge}` or correct the option")
+                     f"bridge={self.integration_bridge}` or correct the option"))
+            ctx.extra.setdefault("network.by_name", {})[(self.integration_bridge, True)] = \
+                (ref, rec)
         else:
             ref, rec = find_network(ctx, port.network)
         return ref, rec["bridge"]
@@ -195,10 +200,27 @@ class OpenvswitchBackend(VifBackend):
         return hybrid.ensure_interim_network(ctx, port, target_bridge=bridge)
 
     @hookimpl
+    def xhost_network_plug_vif(self, ctx: Context, instance: Instance, vm_ref: str, port: Port,
+                               network_ref: str, device: str) -> str:
+        try:
+            return super().xhost_network_plug_vif(ctx, instance, vm_ref, port, network_ref,
+                                                  device)
+        except exception.HandleInvalid as exc:
+            # The remembered integration network was re-created: find it again.
+            if network_ref not in exc.params or not self.integration_bridge:
+                raise
+            ctx.xapi.forget(("network_openvswitch.integration", self.integration_bridge))
+            ctx.extra.get("network.by_name", {}).pop((self.integration_bridge, True), None)
+        network = self.xhost_network_prepare(ctx, instance, port)
+        return super().xhost_network_plug_vif(ctx, instance, vm_ref, port, network, device)
+
+    @hookimpl
     def xhost_network_post_start(self, ctx: Context, instance: Instance, vm_ref: str,
                                  port: Port, vif_ref: str) -> bool:
-        host = host_of(ctx, vm_ref)
         device = known_device(ctx, vif_ref)
+        if not self.hybrid_for(port) and device is not None and instance.state == "building":
+            return self._post_start_direct(ctx, instance, port)
+        host = host_of(ctx, vm_ref)
         if self.hybrid_for(port) or device is None:
             vif = ctx.xapi.call("VIF.get_record", vif_ref)
             interim = self._interim_record(ctx, vif["network"], port)
@@ -211,6 +233,24 @@ class OpenvswitchBackend(VifBackend):
         if db is None:
             return True
         bridge = db.wait_for_port(name, self.opts.vif_timeout)
+        if self.integration_bridge and bridge != self.integration_bridge:
+            raise NetworkBackendError(
+                reason=f"the device {name} of port {port.id} is on Open vSwitch bridge "
+                       f"{bridge!r}, not on the integration bridge "
+                       f"{self.integration_bridge!r}: the VIF's network does not use it")
+        db.set_external_ids(name, port_external_ids(instance, port))
+        return True
+
+    def _post_start_direct(self, ctx: Context, instance: Instance, port: Port) -> bool:
+        """A spawn's VIF, plugged straight onto the switch: its domain was
+        started on this host, and XAPI's hotplug script names the port's
+        device ``vif<domid>.<device>`` and marks it with the port's MAC, which
+        is enough to find it without asking XAPI for the domid."""
+        db = self.ovsdb(ctx, ctx.host_ref)
+        if db is None:
+            return True
+        name, bridge = db.wait_for_interface_with("attached-mac", port.mac.lower(),
+                                                  self.opts.vif_timeout, prefix="vif")
         if self.integration_bridge and bridge != self.integration_bridge:
             raise NetworkBackendError(
                 reason=f"the device {name} of port {port.id} is on Open vSwitch bridge "

@@ -19,6 +19,10 @@ OPTS = [
     cfg.IntOpt("config_drive_size_mb", default=64, min=1,
                help="Size (MiB) of config drive disks, as Nova's 64 MiB; a larger drive gets "
                     "a disk that fits it."),
+    cfg.IntOpt("sr_choice_cache_seconds", default=60, min=0,
+               help="Seconds the SR chosen by [xenserver] sr_matching_filter is reused before "
+                    "the filter is matched again (every spawn that fails matches it again "
+                    "too). 0 matches it for every spawn (two XAPI calls)."),
     cfg.IntOpt("disk_script_timeout", default=1800, min=10,
                help="Seconds a dom0 disk script may run (partitioning and formatting a large "
                     "ephemeral disk, e2fsck and resize2fs of a root disk) before xhost gives "
@@ -65,10 +69,11 @@ class SrStorageBackend:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.conf = conf
+        self.choices = srchoice.ChoiceCache(conf.storage_sr.sr_choice_cache_seconds)
 
     @hookimpl
     def xhost_storage_choose_sr(self, ctx: Context, instance: Instance | None) -> str:
-        return srchoice.choose_sr(ctx)
+        return self.choices.choose(ctx)
 
     @hookimpl
     def xhost_storage_capabilities(self, ctx: Context, sr_ref: str) -> StorageCapabilities:

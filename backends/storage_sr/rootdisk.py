@@ -10,7 +10,7 @@ from xhost import exception
 from xhost.context import Context
 from xhost.objects import Disk, ImageMeta, Instance
 
-from . import dom0disks
+from . import dom0disks, srchoice
 from .errors import FlavorDiskSmallerThanImage, SrNeedsVhdFiles, StorageError
 from .srchoice import FILE_SR_TYPES
 from .vdis import GiB, create_vdi, plugged_in_dom0
@@ -51,11 +51,12 @@ def check_handler_can_use(ctx: Context, sr_ref: str) -> None:
         return
     if caps is None or caps.sr_types is None:
         return
-    sr_type = ctx.xapi.call("SR.get_type", sr_ref)
+    record = srchoice.sr_record(ctx, sr_ref)
+    sr_type = record["type"]
     if sr_type in caps.sr_types:
         return
     handler = ctx.plugins.selected.get("image_handler", "?")
-    name = ctx.xapi.call("SR.get_name_label", sr_ref)
+    name = record["name_label"]
     if not caps.sr_types & FILE_SR_TYPES or sr_type in FILE_SR_TYPES:
         raise StorageError(reason=f"image handler {handler!r} cannot write into SR {name!r} "
                                   f"(type {sr_type}); it handles SR types "
@@ -92,11 +93,14 @@ def create_root_disk(ctx: Context, instance: Instance, sr_ref: str,
     target = instance.flavor.root_gb * GiB
     if not target:
         return disks
-    size = int(ctx.xapi.call("VDI.get_virtual_size", root.vdi_ref))
+    size = root.virtual_size
+    if size is None:
+        size = int(ctx.xapi.call("VDI.get_virtual_size", root.vdi_ref))
     _check_size(instance, image, size)
     if size < target:
         ctx.progress("growing the root disk", 0.45)
         ctx.xapi.call("VDI.resize", root.vdi_ref, str(target))
+        root.virtual_size = target
     if instance.auto_disk_config:
         grow_filesystem(ctx, instance, root)
     return disks

@@ -1,6 +1,8 @@
 """Choosing the SR (``[xenserver] sr_matching_filter``) and describing it."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from xhost.context import Context
@@ -96,6 +98,47 @@ def choose_sr(ctx: Context) -> str:
                            listing=_listing(srs, plugged, pool.get("default_SR", NULL)))
     matches.sort(key=lambda item: (-_free(item[1]), item[1]["name_label"], item[0]))
     return matches[0][0]
+
+
+def sr_record(ctx: Context, sr_ref: str) -> dict[str, Any]:
+    """The SR's record as first read on this connection (its uuid, type and
+    name do not change; its sizes may be stale)."""
+    return ctx.xapi.remembered(("SR.record", sr_ref),
+                               lambda: ctx.xapi.call("SR.get_record", sr_ref))
+
+
+class ChoiceCache:
+    """The SR chosen for a host, kept ``seconds`` (the filter is matched
+    again after that, and after any spawn that failed)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._chosen: dict[tuple[int, str, str], tuple[str, float]] = {}
+
+    def choose(self, ctx: Context) -> str:
+        key = (id(ctx.xapi), ctx.host_ref or "", ctx.conf.xenserver.sr_matching_filter)
+        now = time.monotonic()
+        with self._lock:
+            found = self._chosen.get(key)
+        if found is not None and now < found[1]:
+            sr = found[0]
+        else:
+            sr = choose_sr(ctx)
+            if self.seconds > 0:
+                with self._lock:
+                    self._chosen[key] = (sr, now + self.seconds)
+        # Whatever makes the operation fail (the SR unplugged, full...), the
+        # next one matches the filter again.
+        ctx.undo.push("forget the SR choice", self.forget, key)
+        return sr
+
+    def forget(self, key: tuple[int, str, str] | None = None) -> None:
+        with self._lock:
+            if key is None:
+                self._chosen.clear()
+            else:
+                self._chosen.pop(key, None)
 
 
 def capabilities(ctx: Context, sr_ref: str) -> StorageCapabilities:

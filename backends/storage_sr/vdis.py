@@ -10,7 +10,7 @@ from typing import Any
 
 from xhost import exception
 from xhost.compute.vmrecord import VDI_TAG_INSTANCE, VDI_TAG_KIND
-from xhost.context import Context
+from xhost.context import Context, durable
 from xhost.objects import Instance
 from xhost.xapi.dom0 import Dom0
 
@@ -99,6 +99,7 @@ def unplug_vbd(ctx: Context, vbd: str, retries: int | None = None, force: bool =
             raise
 
 
+@durable
 def remove_vbd(ctx: Context, vbd: str, record: dict[str, Any] | None = None) -> None:
     """Unplug (if plugged; releasing dom0's hold first for dom0 attachments)
     and destroy a VBD. Missing pieces are fine."""
@@ -124,6 +125,7 @@ def release_in_dom0(ctx: Context, device: str) -> None:
         LOG.warning("could not release dom0 device %s: %s", device, exc)
 
 
+@durable
 def destroy_vdi(ctx: Context, vdi: str, vbds: list[str] | None = None) -> None:
     """Destroy a VDI, first removing its VBDs (unplugging them if needed).
     A VDI that is gone is fine."""

@@ -22,6 +22,7 @@ import uuid as uuidlib
 from oslo_config import cfg
 
 from xhost import exception, hookimpl, imagetransfer
+from xhost.context import durable
 from xhost.dom0 import xhost_vhd
 from xhost.images import ImageError
 from xhost.objects import Disk, DownloadedImage, ImageHandlerCapabilities
@@ -45,6 +46,18 @@ FILE_SR_TYPES = frozenset({"ext", "nfs", "file", "smb"})
 
 def list_opts():
     return [(GROUP, OPTS)]
+
+
+@durable
+def remove_download(ctx, sr_ref: str, sr_path: str, uuids: list[str]) -> None:
+    """Undo a dom0 download: destroy the VDIs its files became and delete
+    the files (dom0 waits for a download still running to end first)."""
+    try:  # the leaf; its parents are unmanaged base copies, files the SR forgets with them
+        imagetransfer.destroy_vdi(ctx, ctx.xapi.call("VDI.get_by_uuid", uuids[0]))
+    except exception.UuidInvalid:
+        pass
+    ctx.extra["dom0"].call(ctx.host_ref, "xhost_images", "remove_vhds", sr_path=sr_path,
+                           uuids=uuids)
 
 
 class DirectVhdError(ImageError):
@@ -112,35 +125,27 @@ class DirectVhdHandler:
                                  f"[xenserver] image_handler = vdi_remote_stream")
         sr_path = imagetransfer.sr_dom0_path(ctx, sr_ref, record)
         uuids = [str(uuidlib.uuid4()) for _ in range(self.conf.max_chain_length)]
-        ctx.undo.push(f"remove the files of image {image.id}", self._remove, ctx, sr_ref,
+        ctx.undo.push(f"remove the files of image {image.id}", remove_download, ctx, sr_ref,
                       sr_path, uuids)
         container = "tgz" if imagetransfer.is_vhd_tarball(image) else "bare"
         dom0 = ctx.extra["dom0"]
-        answer = dom0.call(
-            ctx.host_ref, "xhost_images", "download_vhd", timeout=self.conf.operation_timeout,
-            url=location.url, headers=location.headers, sr_path=sr_path, uuids=uuids,
-            container=container, checksum=image.checksum,
-            os_hash_algo=image.os_hash_algo if image.os_hash_value else None,
-            os_hash_value=image.os_hash_value, size=image.size, max_virtual_size=limit,
-            max_members=self.conf.max_chain_length, ca_pem=_ca_pem(location),
-            verify_tls=location.verify_tls, io_timeout=self.conf.transfer_timeout)
+        try:
+            answer = dom0.call(
+                ctx.host_ref, "xhost_images", "download_vhd",
+                timeout=self.conf.operation_timeout, url=location.url,
+                headers=location.headers, sr_path=sr_path, uuids=uuids, container=container,
+                checksum=image.checksum,
+                os_hash_algo=image.os_hash_algo if image.os_hash_value else None,
+                os_hash_value=image.os_hash_value, size=image.size, max_virtual_size=limit,
+                max_members=self.conf.max_chain_length, ca_pem=_ca_pem(location),
+                verify_tls=location.verify_tls, io_timeout=self.conf.transfer_timeout)
+        finally:
+            if location.revoke is not None:  # unused if dom0 never came for it
+                location.revoke()
         ctx.xapi.call("SR.scan", sr_ref)
         leaf = ctx.xapi.call("VDI.get_by_uuid", answer["uuids"][0])
-        ctx.xapi.call("VDI.set_other_config", leaf, {
-            imagetransfer.TAG_DOWNLOADING: image.id,
-            imagetransfer.TAG_DOWNLOAD_OWNER: imagetransfer.download_owner()})
-        ctx.xapi.call("VDI.set_name_label", leaf, image.name or image.id)
         return Disk(vdi_ref=leaf, vdi_uuid=answer["uuids"][0], kind="root", userdevice="0",
-                    bootable=True)
-
-    @staticmethod
-    def _remove(ctx, sr_ref: str, sr_path: str, uuids: list[str]) -> None:
-        try:
-            imagetransfer.destroy_vdi(ctx, ctx.xapi.call("VDI.get_by_uuid", uuids[0]))
-        except exception.UuidInvalid:
-            pass
-        ctx.extra["dom0"].call(ctx.host_ref, "xhost_images", "remove_vhds", sr_path=sr_path,
-                               uuids=uuids)
+                    bootable=True, virtual_size=int(answer["virtual_size"]))
 
     # -- upload ------------------------------------------------------------------
 
@@ -159,11 +164,16 @@ class DirectVhdHandler:
             if location is None:
                 raise DirectVhdError(reason="the image service cannot be reached over HTTP by "
                                      "dom0; use [xenserver] image_handler = vdi_remote_stream")
-            c.extra["dom0"].call(
-                c.host_ref, "xhost_images", "upload_vhd", timeout=self.conf.operation_timeout,
-                url=location.url, headers=location.headers, sr_path=sr_path,
-                leaf_uuid=leaf_uuid, compression_level=level, ca_pem=_ca_pem(location),
-                verify_tls=location.verify_tls, io_timeout=self.conf.transfer_timeout)
+            try:
+                c.extra["dom0"].call(
+                    c.host_ref, "xhost_images", "upload_vhd",
+                    timeout=self.conf.operation_timeout, url=location.url,
+                    headers=location.headers, sr_path=sr_path, leaf_uuid=leaf_uuid,
+                    compression_level=level, ca_pem=_ca_pem(location),
+                    verify_tls=location.verify_tls, io_timeout=self.conf.transfer_timeout)
+            finally:
+                if location.revoke is not None:
+                    location.revoke()
             return c.plugins.image_service_show(c, image.id)
 
         result = imagetransfer.retrying(ctx, f"upload of image {image.id}", attempt)

@@ -139,23 +139,38 @@ class VdiLocalDevHandler:
             "mode": "RW" if writable else "RO", "type": "Disk", "empty": False,
             "other_config": {"xhost_image_transfer": "true"}, "qos_algorithm_type": "",
             "qos_algorithm_params": {}})
+        plugged = failed = False
         try:
             ctx.xapi.call("VBD.plug", vbd)
-            try:
-                path = os.path.join(device_dir, ctx.xapi.call("VBD.get_device", vbd))
-                deadline = time.monotonic() + self.root.xenserver.block_device_creation_timeout
-                while not os.path.exists(path):
-                    if time.monotonic() > deadline:
-                        raise LocalDevError(reason=f"{path} did not appear within "
-                                            f"{self.root.xenserver.block_device_creation_timeout}"
-                                            f"s of plugging the disk (is device_dir right?)")
-                    time.sleep(0.05)
-                yield path
-            finally:
-                self._unplug(ctx, vbd)
+            plugged = True
+            path = os.path.join(device_dir, ctx.xapi.call("VBD.get_device", vbd))
+            deadline = time.monotonic() + self.root.xenserver.block_device_creation_timeout
+            while not os.path.exists(path):
+                if time.monotonic() > deadline:
+                    raise LocalDevError(reason=f"{path} did not appear within "
+                                        f"{self.root.xenserver.block_device_creation_timeout}"
+                                        f"s of plugging the disk (is device_dir right?)")
+                time.sleep(0.05)
+            yield path
+        except BaseException:
+            failed = True
+            raise
         finally:
+            self._release(ctx, vbd, plugged, quietly=failed)
+
+    def _release(self, ctx, vbd: str, plugged: bool, quietly: bool) -> None:
+        """Unplug and destroy the transfer VBD. When the transfer already
+        failed, a failure here is only logged: the user is told what failed
+        first, and the rollback (which removes the VDI's VBDs) retries."""
+        try:
+            if plugged:
+                self._unplug(ctx, vbd)
             with contextlib.suppress(exception.HandleInvalid):
                 ctx.xapi.call("VBD.destroy", vbd)
+        except exception.XapiError as exc:
+            if not quietly:
+                raise
+            LOG.warning("could not remove the transfer VBD %s yet: %s", vbd, exc)
 
     def _unplug(self, ctx, vbd: str) -> None:
         retries = self.root.xenserver.num_vbd_unplug_retries

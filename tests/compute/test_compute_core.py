@@ -43,7 +43,7 @@ def test_duplicate_name_refused(compute):
 
 
 def test_failure_rolls_everything_back_and_names_the_step(compute):
-    compute.simulator.controls.add_fault("VM.start", ["HOST_NOT_ENOUGH_FREE_MEMORY", "1", "0"])
+    compute.simulator.controls.add_fault("VM.start_on", ["HOST_NOT_ENOUGH_FREE_MEMORY", "1", "0"])
     with pytest.raises(api.SpawnError) as err:
         compute.create_server("doomed", "tiny", "m1.tiny",
                               ["Pool-wide network associated with eth0"])

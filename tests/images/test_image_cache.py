@@ -34,14 +34,16 @@ def test_cached_once_cloned_per_instance(hosts, handler, simulator):
     (root_b,) = imagecache.image_disks(ctx, b, host.sr(), image)
     counters = simulator.controls.read_counters()
     assert counters.get("VDI.create") == 1  # one download
-    assert counters.get("Async.VDI.clone") == 2  # copy-on-write per instance
+    assert counters.get("VDI.clone") == 2  # copy-on-write per instance
     (cache,) = cached(host, image.id)
     other = cache["other_config"]
-    assert other["image-id"] == image.id and other["xhost_image_complete"] == "true"
+    # complete: the marker is the VDI's own uuid (never a clone's)
+    assert other["image-id"] == image.id and other["xhost_image_complete"] == cache["uuid"]
     assert int(other["cached-time"]) > 0 and "nova_instance_uuid" not in other
     for inst, root in ((a, root_a), (b, root_b)):
         (rec,) = tagged(host, inst)
-        assert rec["uuid"] == root.vdi_uuid and rec["other_config"]["nova_disk_type"] == "root"
+        assert rec["uuid"] == host.x.call("VDI.get_uuid", root.vdi_ref)
+        assert rec["other_config"]["nova_disk_type"] == "root"
         assert rec["other_config"]["xhost_cached_from"] == cache["uuid"]
         assert rec["name_label"] == inst.name and "image-id" not in rec["other_config"]
         assert host.raw(root.vdi_ref)[:len(DISK)] == DISK
@@ -105,7 +107,7 @@ def test_incomplete_cache_vdi_is_never_used_and_removed(hosts):
     (root,) = imagecache.image_disks(host.context(), inst, host.sr(), image)
     assert host.raw(root.vdi_ref)[:len(DISK)] == DISK
     (cache,) = cached(host, image.id)
-    assert cache["other_config"]["xhost_image_complete"] == "true"
+    assert cache["other_config"]["xhost_image_complete"] == cache["uuid"]
     assert stale not in host.x.call("VDI.get_all")
 
 
@@ -142,6 +144,8 @@ def test_flavor_smaller_than_image(hosts):
     # the cached disk now says 2 GiB: more than a 1 GiB root disk
     (cache,) = cached(host, image.id)
     host.x.call("VDI.resize", host.x.call("VDI.get_by_uuid", cache["uuid"]), str(2 * 1024 ** 3))
+    # what this connection knows of the cache is now stale: as a new xhost would, look again
+    host.context().xapi.forget("imagecache.known")
     with pytest.raises(imagecache.FlavorDiskSmallerThanImage, match="larger flavor"):
         imagecache.image_disks(host.context(), instance(), host.sr(), image)
 

@@ -286,7 +286,9 @@ def make_env(simulator, make_conf, tmp_path, raw_images, monkeypatch):
     monkeypatch.setitem(sys.modules, "xhost.imagecache", double)
 
     def make(extra: str = "", image_handler: Any = None) -> StorageEnv:
-        conf = make_conf(f"[compute]\nstate_dir = {tmp_path}/xhost-state\n{extra}")
+        # The SR is chosen afresh every time: tests change SRs between choices.
+        conf = make_conf(f"[compute]\nstate_dir = {tmp_path}/xhost-state\n"
+                         f"[storage_sr]\nsr_choice_cache_seconds = 0\n{extra}")
         storage = plugins.load_role_plugin(registry.ROLES_BY_KEY["storage_backend"], "sr", conf)
         pm = plugins.new_plugin_manager()
         pm.register(storage, name="storage_backend:sr")

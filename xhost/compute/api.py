@@ -25,13 +25,13 @@ from typing import Any
 
 from oslo_config import cfg
 
-from xhost import exception, images, plugins
+from xhost import exception, images, imagetransfer, plugins
 from xhost.compute import flavors as flavor_mod
 from xhost.compute import servers, vmrecord
 from xhost.compute.connection import HostConnection, connect
 from xhost.compute.journal import Journal
 from xhost.compute.vmrecord import port_entry
-from xhost.context import Context
+from xhost.context import Context, replay
 from xhost.objects import Disk, Flavor, ImageMeta, Instance, Port
 
 LOG = logging.getLogger(__name__)
@@ -155,38 +155,50 @@ class Compute:
                   for ref, rec in records.items()]
         return sorted(result, key=lambda s: s.name)
 
-    def _find(self, name: str) -> tuple[str, dict[str, Any]] | None:
+    def _find(self, name: str, by_id: bool = True) -> tuple[str, dict[str, Any]] | None:
+        """The instance named ``name`` (or, with ``by_id``, whose id it is)."""
         refs = self.xapi.call("VM.get_by_name_label", name)
         for ref in refs:
             rec = self.xapi.call("VM.get_record", ref)
             if servers.is_instance(rec):
                 return ref, rec
+        if not by_id:
+            return None
         for ref, rec in self._instance_records().items():
             if rec["other_config"].get(vmrecord.TAG_UUID) == name:
                 return ref, rec
         return None
 
     def show_server(self, name: str) -> servers.Server:
+        """A server (by name or id) with its disks and ports, in a constant
+        number of XAPI calls whatever the number of instances."""
         found = self._find(name)
         if found is None:
             raise ServerNotFound(name=name)
         ref, rec = found
-        metrics = None
-        if rec.get("guest_metrics", "OpaqueRef:NULL") != "OpaqueRef:NULL":
+        return self._server(ref, rec)
+
+    def _server(self, ref: str, rec: dict[str, Any], metrics: bool = True) -> servers.Server:
+        guest = None
+        if metrics and rec.get("guest_metrics", "OpaqueRef:NULL") != "OpaqueRef:NULL":
             try:
-                metrics = self.xapi.call("VM_guest_metrics.get_record", rec["guest_metrics"])
+                guest = self.xapi.call("VM_guest_metrics.get_record", rec["guest_metrics"])
             except exception.HandleInvalid:
-                metrics = None
-        server = servers.from_record(ref, rec, metrics)
+                guest = None
+        server = servers.from_record(ref, rec, guest)
         vbds = self.xapi.call("VBD.get_all_records_where", f'field "VM"="{ref}"')
         for vbd in sorted(vbds.values(), key=lambda v: int(v["userdevice"] or 0)):
             disk = {"userdevice": vbd["userdevice"], "device": vbd.get("device", ""),
                     "type": vbd["type"], "mode": vbd["mode"], "bootable": vbd["bootable"]}
             if vbd["VDI"] != "OpaqueRef:NULL":
-                vdi = self.xapi.call("VDI.get_record", vbd["VDI"])
-                disk.update(vdi=vdi["uuid"], name=vdi["name_label"],
-                            size=int(vdi["virtual_size"]),
-                            kind=vdi["other_config"].get(vmrecord.VDI_TAG_KIND, ""))
+                try:
+                    vdi = self.xapi.call("VDI.get_record", vbd["VDI"])
+                except exception.HandleInvalid:
+                    vdi = None
+                if vdi is not None:
+                    disk.update(vdi=vdi["uuid"], name=vdi["name_label"],
+                                size=int(vdi["virtual_size"]),
+                                kind=vdi["other_config"].get(vmrecord.VDI_TAG_KIND, ""))
             server.disks.append(disk)
         server.details = {"vm_uuid": rec["uuid"], "domid": rec["domid"],
                           "memory_mb": int(rec["memory_static_max"]) // vmrecord.MiB,
@@ -241,30 +253,62 @@ class Compute:
         ctx = self.context()
         if isinstance(flavor, str):
             flavor = flavor_mod.find(self.conf, flavor)
-        existing = self._find(name)
-        if existing is not None:
-            raise ServerExists(name=name, uuid=existing[1]["other_config"][vmrecord.TAG_UUID])
-        instance = self.build_instance(ctx, name, image, flavor, list(networks or []), **options)
+        try:
+            ctx.extra["step"] = "checking the server name"
+            existing = self._find(name, by_id=False)
+            if existing is not None:
+                raise ServerExists(name=name,
+                                   uuid=existing[1]["other_config"][vmrecord.TAG_UUID])
+            ctx.extra["step"] = "reading the image"
+            instance = self.build_instance(ctx, name, image, flavor, list(networks or []),
+                                           **options)
+        except exception.XapiError as exc:  # the host failed us before anything was made
+            raise SpawnError(name=name, step=ctx.extra["step"], cause=_describe(exc),
+                             leftover="") from exc
         entry = self.journal.begin("spawn", instance=instance.uuid, name=name,
-                                   ports=[port_entry(p) for p in instance.ports])
+                                   ports=[port_entry(p) for p in instance.ports],
+                                   image=instance.image.id if instance.image else None,
+                                   owner=imagetransfer.download_owner())
+        ctx.undo.recorder = self.journal.recorder(entry)
         from xhost.compute.spawn import Spawner
 
         try:
             Spawner(self, ctx, instance).run()
         except BaseException as exc:
-            self._after_failed_spawn(ctx, instance, exc)
-            self.journal.end(entry)
+            if not self._after_failed_spawn(ctx, instance, exc):
+                self.journal.end(entry)
+            # else the entry stays: the next run (`xhost reconcile`) tries again
             if isinstance(exc, SpawnError):
                 raise
             raise SpawnError(name=name, step=ctx.extra.get("step", "preparing"),
                              cause=_describe(exc), leftover=ctx.extra.get("leftover", "")) from exc
         self.journal.end(entry)
-        server = self.show_server(instance.uuid)
+        server = self._created(instance)
         if ctx.extra.get("admin_password_generated"):
             server.admin_password = instance.admin_password
         return server
 
-    def _after_failed_spawn(self, ctx: Context, instance: Instance, exc: BaseException) -> None:
+    def _created(self, instance: Instance) -> servers.Server:
+        """The server a spawn made, read back; it exists even if reading it
+        fails (then it is described from what the spawn knows)."""
+        try:
+            return self._server(instance.vm_ref, self.xapi.call("VM.get_record",
+                                                                instance.vm_ref),
+                                metrics=False)
+        except exception.XapiError as exc:
+            LOG.warning("server %s was created but could not be read back: %s",
+                        instance.name, exc)
+            return servers.Server(id=instance.uuid, name=instance.name, status="active",
+                                  power_state="Running",
+                                  image=(instance.image.name or instance.image.id)
+                                  if instance.image else "",
+                                  flavor=instance.flavor.name, addresses="",
+                                  vm_ref=instance.vm_ref or "", faults=list(instance.faults),
+                                  ports=[port_entry(p) for p in instance.ports])
+
+    def _after_failed_spawn(self, ctx: Context, instance: Instance,
+                            exc: BaseException) -> list[tuple[str, BaseException]]:
+        """Roll back; returns what could not be removed."""
         LOG.warning("spawn of %s failed at %s: %s; rolling back", instance.name,
                     ctx.extra.get("step"), _describe(exc))
         failures = ctx.undo.rollback(LOG)
@@ -273,9 +317,11 @@ class Compute:
         failures += sweep
         if failures:
             ctx.extra["leftover"] = (" except: " + "; ".join(f"{d} ({_describe(e)})"
-                                                             for d, e in failures))
+                                                             for d, e in failures)
+                                     + " (`xhost reconcile` tries again)")
         instance.state = "error"
         self.plugins.instance_spawn_failed(ctx, instance, exc)
+        return failures
 
     # -- delete ----------------------------------------------------------------
 
@@ -529,17 +575,27 @@ class Compute:
     # -- crash recovery -----------------------------------------------------------
 
     def reconcile(self) -> list[str]:
-        """Finish the cleanup of operations whose process died."""
+        """Finish the cleanup of operations whose process died: replay their
+        journalled undo actions, remove whatever carries their instance's
+        tags, and the image-cache leftovers they may have left."""
         done = []
         for entry in self.journal.orphans():
             instance = Instance(uuid=entry["instance"], name=entry.get("name", ""),
                                 flavor=Flavor("unknown", 1, 1, 0),
                                 ports=[Port(**p) for p in entry.get("ports", [])])
             ctx = self.context()
+            failures = self._replay_undo(ctx, entry)
             if entry["op"] in ("attach", "detach"):
-                failures = self._reconcile_port_op(entry)
+                failures += self._reconcile_port_op(entry)
             else:
-                failures = self._cleanup_instance(ctx, instance, vm_ref=None)
+                failures += self._cleanup_instance(ctx, instance, vm_ref=None)
+            if entry["op"] == "spawn" and entry.get("image"):
+                from xhost import imagecache
+
+                try:
+                    imagecache.remove_leftovers(ctx, entry["image"], entry.get("owner"))
+                except Exception as exc:
+                    failures.append(("image cache leftovers", exc))
             if failures:
                 LOG.warning("reconcile of %s %s incomplete: %s", entry["op"], instance.name,
                             failures)
@@ -547,6 +603,18 @@ class Compute:
             self.journal.end(entry["id"])
             done.append(f"{entry['op']} of {instance.name or instance.uuid} cleaned up")
         return done
+
+
+    @staticmethod
+    def _replay_undo(ctx: Context, entry: dict[str, Any]) -> list[tuple[str, BaseException]]:
+        failures: list[tuple[str, BaseException]] = []
+        for action in reversed(entry.get("undo", [])):
+            try:
+                replay(action, ctx)
+            except Exception as exc:
+                LOG.warning("reconcile: %s failed: %s", action.get("description"), exc)
+                failures.append((action.get("description", action["fn"]), exc))
+        return failures
 
 
 def instance_from_record(record: dict[str, Any]) -> Instance:

@@ -1,21 +1,28 @@
 """The journal of operations in flight.
 
 Each spawn or destroy writes a small JSON entry before it touches the host
-and removes it when it is done (succeeded, or failed and rolled back). An
-entry that outlives its process (the process was killed) tells the next run
-what to clean up: ``Compute.reconcile()`` destroys what the operation had
+and removes it when it is done (succeeded, or failed and rolled back). While
+it runs, the entry also holds the operation's *durable* undo actions (see
+:func:`xhost.context.durable`): what was created, in the order it was
+created. An entry that outlives its process (the process was killed) tells
+the next run what to clean up: ``Compute.reconcile()`` replays those undo
+actions, newest first, then destroys whatever else the operation had
 created, found by the tags every created object carries.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+
+from xhost.context import UndoRecorder
 
 
 def _process_start(pid: int) -> float | None:
@@ -85,10 +92,45 @@ class Journal:
             if not _owner_alive(entry):
                 yield entry
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def recorder(self, entry_id: str) -> EntryRecorder:
+        """What an operation's :class:`~xhost.context.UndoLog` journals its
+        durable undo actions through."""
+        return EntryRecorder(self, entry_id)
+
+    def _write(self, entry: dict[str, Any], sync: bool = True) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".entry-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(entry, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:  # the entry itself must survive a crash of the machine
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.path, f"{entry['id']}.json"))
+
+
+class EntryRecorder(UndoRecorder):
+    """Keeps an entry's ``undo`` list (oldest first) in step with its undo log.
+
+    Written without fsync: a killed process's page cache survives it, and a
+    machine crash takes the XAPI calls in flight with it anyway."""
+
+    def __init__(self, journal: Journal, entry_id: str) -> None:
+        self.journal = journal
+        self.entry = journal.get(entry_id) or {"id": entry_id}
+        self.lock = threading.Lock()
+        self.counter = itertools.count(1)
+
+    def record(self, description: str, call: dict[str, Any]) -> str:
+        with self.lock:
+            token = str(next(self.counter))
+            self.entry.setdefault("undo", []).append(
+                {"token": token, "description": description, **call})
+            self.journal._write(self.entry, sync=False)
+            return token
+
+    def forget(self, tokens: list[str]) -> None:
+        with self.lock:
+            gone = set(tokens)
+            self.entry["undo"] = [a for a in self.entry.get("undo", [])
+                                  if a["token"] not in gone]
+            if os.path.exists(os.path.join(self.journal.path, f"{self.entry['id']}.json")):
+                self.journal._write(self.entry, sync=False)

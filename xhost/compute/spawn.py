@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 from xhost import exception
 from xhost.compute import configdrive, vmrecord
-from xhost.context import Context
+from xhost.context import Context, durable
 from xhost.objects import Disk, Instance
 
 if TYPE_CHECKING:
     from xhost.compute.api import Compute
+    from xhost.xapi.client import XapiClient
 
 #: (step, fraction of the spawn done when it starts)
 STEPS = (
@@ -36,6 +37,7 @@ class Spawner:
         self.xapi = compute.xapi
         self.plugins = compute.plugins
         self.instance = instance
+        self.disks: list[Disk] = []
         self._fractions = dict(STEPS)
 
     def _step(self, name: str) -> None:
@@ -64,9 +66,10 @@ class Spawner:
         record = vmrecord.vm_record(instance, vmrecord.vm_mode(instance), kernel, ramdisk)
         vm = self.xapi.call("VM.create", record)
         instance.vm_ref = vm
-        ctx.undo.push(f"destroy VM {instance.name}", self._destroy_vm, vm)
+        ctx.undo.push(f"destroy VM {instance.name}", destroy_vm, self.xapi, vm)
 
         self._step("attaching disks")
+        self.disks = disks
         for disk in disks:
             if disk.kind in ("kernel", "ramdisk"):
                 continue
@@ -84,8 +87,11 @@ class Spawner:
                                                  port.device or str(index)))
 
         self._step("starting the VM")
-        self.xapi.call_async("VM.start", vm, True, False,
-                             timeout=self.compute.conf.compute.spawn_timeout)
+        # Paused, on this host (where the network backend plumbs its ports).
+        # A plain call: it returns once the domain exists, which is what an
+        # Async task and its wait would have cost two more calls to learn.
+        self.xapi.call("VM.start_on", vm, ctx.host_ref, True, False,
+                       timeout=self.compute.conf.compute.spawn_timeout)
 
         self._step("finishing network plumbing")
         for port, vif in zip(instance.ports, vifs):
@@ -116,10 +122,15 @@ class Spawner:
 
         return agentboot.first_boot(self.ctx, self.instance, vm)
 
-    def _destroy_vm(self, vm: str) -> None:
-        with contextlib.suppress(exception.VmBadPowerState):
-            self.xapi.call("VM.hard_shutdown", vm)
-        try:
-            self.xapi.call("VM.destroy", vm)
-        except exception.HandleInvalid:
-            pass
+
+
+@durable
+def destroy_vm(xapi: XapiClient, vm: str) -> None:
+    """Undo ``VM.create``: the VM goes (shut down first if it runs); its
+    VBDs and VIFs go with it. A VM that is gone is fine."""
+    try:
+        xapi.call("VM.hard_shutdown", vm)
+    except (exception.VmBadPowerState, exception.HandleInvalid):
+        pass
+    with contextlib.suppress(exception.HandleInvalid):
+        xapi.call("VM.destroy", vm)

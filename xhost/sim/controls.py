@@ -41,6 +41,9 @@ class FaultRule:
     id: int = 0
     seen: int = 0
     fired: int = 0
+    #: The call the rule failed last: ``VM.start``, or ``host.call_plugin
+    #: xhost_disks.make_filesystem`` for dom0 plugin calls.
+    hit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +147,8 @@ class Controls:
                     if rule.fired + 1 >= rule.times:
                         self.faults.remove(rule)
                 rule.fired += 1
+                rule.hit = method if plugin is None else f"{method} " \
+                    f"{(plugin or '').removesuffix('.py')}.{fn}"
                 raise ApiError(*rule.error)
 
     # -- connection drops ----------------------------------------------------
@@ -167,7 +172,8 @@ class Controls:
 
     # -- latency ---------------------------------------------------------------
     def set_latency(self, method: str, seconds: float | None) -> None:
-        """Fix ``method`` to take ``seconds`` (unscaled); None removes it."""
+        """Fix ``method`` to take ``seconds`` (unscaled; ``*``: every method
+        without a latency of its own); None removes it."""
         with self.lock:
             if seconds is None:
                 self.latency_overrides.pop(method, None)

@@ -289,7 +289,8 @@ class Dispatcher:
     # -- latency ---------------------------------------------------------------
     def delay_for(self, wire: str, scale: float = 1.0) -> float:
         controls = self.sim.controls
-        fixed = controls.latency_overrides.get(wire)
+        overrides = controls.latency_overrides
+        fixed = overrides.get(wire, overrides.get("*"))
         if fixed is not None:
             return fixed
         if controls.speed <= 0:

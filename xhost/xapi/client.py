@@ -31,8 +31,8 @@ import threading
 import time
 import urllib.parse
 import xmlrpc.client
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
 
 import XenAPI
 
@@ -49,6 +49,7 @@ MAX_REDIRECTS = 3
 MAX_RELOGINS = 3
 #: Longest single event.from long-poll; waits longer than this loop.
 EVENT_POLL_SECONDS = 30.0
+T = TypeVar("T")
 
 
 def _wire(value: Any) -> Any:
@@ -194,6 +195,8 @@ class XapiClient:
         self.counters: collections.Counter[str] = collections.Counter()
         self.relogins = 0
         self.redirects = 0
+        self._facts: dict[Hashable, Any] = {}
+        self._facts_lock = threading.Lock()
 
     @classmethod
     def from_conf(cls, conf: Any) -> XapiClient:
@@ -367,6 +370,23 @@ class XapiClient:
             if destroy:
                 with contextlib.suppress(exception.XapiError):
                     self.call("task.destroy", task_ref, timeout=self.login_timeout)
+
+    def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A fact about the host that never changes (an SR's uuid and type, a
+        control domain), computed by ``compute()`` once per client: callers
+        on the hot path (every spawn) save the calls. Thread-safe; a failure
+        is not remembered."""
+        with self._facts_lock:
+            if key in self._facts:
+                return self._facts[key]
+        value = compute()
+        with self._facts_lock:
+            return self._facts.setdefault(key, value)
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a remembered fact (it turned out stale: its object is gone)."""
+        with self._facts_lock:
+            self._facts.pop(key, None)
 
     def session_ref(self) -> str:
         """A valid session reference, for HTTP handlers that authenticate by

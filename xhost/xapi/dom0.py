@@ -66,7 +66,8 @@ class Dom0:
             if exc.code == "XHOST_DOM0_ERROR":
                 reason = ": ".join(exc.params) if exc.params else "unknown error"
                 raise Dom0Error(plugin=plugin, fn=fn, reason=reason) from exc
-            raise
+            # The same error (code, class), saying which dom0 function failed.
+            raise type(exc)(exc.details, f"host.call_plugin {plugin}.{fn}") from exc
         try:
             return json.loads(raw) if raw else None
         except ValueError as exc:
