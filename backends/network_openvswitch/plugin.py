@@ -233,6 +233,12 @@ class OpenvswitchBackend(VifBackend):
         if db is None:
             return True
         bridge = db.wait_for_port(name, self.opts.vif_timeout)
+        return self._label_port(db, instance, port, name, bridge)
+
+    def _label_port(self, db: Any, instance: Instance, port: Port, name: str,
+                    bridge: str) -> bool:
+        """Give the port's device on ``bridge`` the port's external_ids, once
+        it is known to be on the integration bridge (when there is one)."""
         if self.integration_bridge and bridge != self.integration_bridge:
             raise NetworkBackendError(
                 reason=f"the device {name} of port {port.id} is on Open vSwitch bridge "
@@ -251,13 +257,7 @@ class OpenvswitchBackend(VifBackend):
             return True
         name, bridge = db.wait_for_interface_with("attached-mac", port.mac.lower(),
                                                   self.opts.vif_timeout, prefix="vif")
-        if self.integration_bridge and bridge != self.integration_bridge:
-            raise NetworkBackendError(
-                reason=f"the device {name} of port {port.id} is on Open vSwitch bridge "
-                       f"{bridge!r}, not on the integration bridge "
-                       f"{self.integration_bridge!r}: the VIF's network does not use it")
-        db.set_external_ids(name, port_external_ids(instance, port))
-        return True
+        return self._label_port(db, instance, port, name, bridge)
 
     def _interim_record(self, ctx: Context, network_ref: str,
                         port: Port) -> dict[str, Any] | None:
