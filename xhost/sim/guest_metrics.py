@@ -26,6 +26,7 @@ Guest metrics exist once the guest's PV tools announced themselves
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ OS_VERSION = [("data/os_name", "name"), ("data/os_uname", "uname"),
 _IFACE_PREFIXES = ("eth", "xenbr", "eno", "ens", "emp", "enx")
 #: Subtrees whose changes make xapi re-read the guest agent's data.
 WATCHED = ("attr", "data", "control", "feature", "drivers", "xenserver/attr")
+#: Longest a changed key waits for the guest's record while events keep coming.
+REREAD_LATENCY = 0.1
 
 
 def _network_keys(path: str, vif_type: str, listdir: Lister) -> list[tuple[str, str]]:
@@ -150,6 +153,28 @@ class GuestMetricsPublisher:
         self.store = store
         self._cache: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        #: Domains whose keys changed since their last reading, and since when.
+        self._dirty: dict[tuple[str, int], float] = {}
+        self._dirty_lock = threading.Lock()
+        store.idle_hooks.append(self.flush)
+
+    def changed(self, vm: str, domid: int) -> None:
+        """A watched key of the domain changed. xapi re-reads a guest's keys
+        when its watch events have been handled, not once per key: a guest
+        writing twenty keys costs one reading (at the latest after
+        ``REREAD_LATENCY`` even if events keep coming)."""
+        now = time.monotonic()
+        with self._dirty_lock:
+            since = self._dirty.setdefault((vm, domid), now)
+        if now - since >= REREAD_LATENCY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Re-read every domain whose keys changed."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
+        for vm, domid in dirty:
+            self.refresh(vm, domid)
 
     def _readers(self, domid: int) -> tuple[Lookup, Lister]:
         home = domain_path(domid)

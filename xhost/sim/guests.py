@@ -170,7 +170,7 @@ class GuestManager:
         def changed(path: str, _token: str) -> None:
             rel = path[len(home) + 1:] if path.startswith(home + "/") else ""
             if rel and any(rel == p or rel.startswith(p + "/") for p in WATCHED):
-                self.metrics.refresh(vm, domid)
+                self.metrics.changed(vm, domid)
 
         watch = self.xenstore.watch(home, changed)
         with self._lock:

@@ -152,6 +152,9 @@ class XenStore:
         self._txn: _Txn | None = None
         self._txn_owner: int | None = None
         self._shared_queue: queue.SimpleQueue[tuple[Watch, str] | None] = queue.SimpleQueue()
+        #: Called by the shared delivery thread whenever it has caught up
+        #: (work watch callbacks put off to do once for many events).
+        self.idle_hooks: list[Callable[[], None]] = []
         self._dispatcher: threading.Thread | None = None
         for path in ("/local/domain", "/vm", "/tool/xenstored"):
             self.write(path, b"")
@@ -462,6 +465,15 @@ class XenStore:
             watch, path = item
             if watch.active:
                 watch._call(path)
+            if self._shared_queue.empty():
+                self._run_idle_hooks()
+
+    def _run_idle_hooks(self) -> None:
+        for hook in list(self.idle_hooks):
+            try:
+                hook()
+            except Exception:  # a hook's failure must not stop the deliveries
+                LOG.exception("xenstore idle hook failed")
 
     def close(self) -> None:
         """Stop every watch and the delivery thread (the tree stays; new
@@ -480,7 +492,11 @@ class XenStore:
         if self._dispatcher is None:
             return
         done = threading.Event()
-        marker = Watch(self, "/", "", lambda _p, _t: done.set(), False, None, 0)
+        def caught_up(_path: str, _token: str) -> None:
+            self._run_idle_hooks()
+            done.set()
+
+        marker = Watch(self, "/", "", caught_up, False, None, 0)
         self._shared_queue.put((marker, "/"))
         done.wait(timeout)
 
