@@ -604,7 +604,6 @@ class Compute:
             done.append(f"{entry['op']} of {instance.name or instance.uuid} cleaned up")
         return done
 
-
     @staticmethod
     def _replay_undo(ctx: Context, entry: dict[str, Any]) -> list[tuple[str, BaseException]]:
         failures: list[tuple[str, BaseException]] = []

@@ -123,7 +123,6 @@ class Spawner:
         return agentboot.first_boot(self.ctx, self.instance, vm)
 
 
-
 @durable
 def destroy_vm(xapi: XapiClient, vm: str) -> None:
     """Undo ``VM.create``: the VM goes (shut down first if it runs); its
