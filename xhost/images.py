@@ -58,11 +58,24 @@ class _DigestThread(threading.Thread):
         super().__init__(name=f"xhost-hash-{digest.name}", daemon=True)
         self.digest = digest
         self.queue: queue.Queue[bytes | None] = queue.Queue(backlog)
+        #: What hashing a chunk raised; :meth:`finish` re-raises it.
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         update, get = self.digest.update, self.queue.get
         while (chunk := get()) is not None:
-            update(chunk)
+            if self.error is None:
+                try:
+                    update(chunk)
+                except BaseException as exc:  # kept for finish(); the queue is still drained
+                    self.error = exc
+
+    def finish(self) -> None:
+        """Wait until every chunk given is hashed; end the thread."""
+        self.queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 class Hasher:
@@ -102,6 +115,9 @@ class Hasher:
             thread.queue.put(None)
         for thread in threads:
             thread.join()
+        for thread in threads:
+            if thread.error is not None:
+                raise thread.error
 
     @property
     def checksum(self) -> str:
@@ -147,8 +163,7 @@ def verified(chunks: Iterable[bytes], image: ImageMeta) -> Iterator[bytes]:
             yield chunk
     finally:
         if thread is not None:
-            thread.queue.put(None)
-            thread.join()
+            thread.finish()
     problems = []
     if image.size is not None and size != image.size:
         problems.append(f"{size} bytes received, the image has {image.size}")
