@@ -12,11 +12,12 @@ never through xhost:
     staging directory inside the SR.  Only regular files with those names are
     accepted; each file is checked against the limits before its data is
     written, then the chain is validated (structure, checksums, BAT, parent
-    links) with ``xhost_vhd``.  The checksum and size of the download must
-    match the image's.  The files get fresh UUIDs (footer and file name),
-    their parents are re-pointed, the parents are hidden, and the chain is
-    moved into the SR (base first, leaf last).  The staging directory is
-    removed on every path.
+    links) with ``xhost_vhd``.  The size of the download and its strongest
+    hash must match the image's (``os_hash_value``, else md5 ``checksum``).
+    The files get fresh UUIDs (footer and file name), their parents are
+    re-pointed, the parents are hidden, and the chain is moved into the SR
+    (base first, leaf last).  The staging directory is removed on every
+    path.
 ``upload_vhd``
     Streams the VHD chain of a VDI (found from its file) as a gzipped tarball
     (``0.vhd`` the leaf ... ``N.vhd``) with chunked transfer encoding to an
@@ -56,7 +57,16 @@ import xhost_dom0lib
 import xhost_vhd
 
 CHUNK = 1024 * 1024
-ZEROS = bytes(CHUNK)
+#: Bytes per read from the network and per piece of gunzip output: large
+#: pieces keep the per-piece Python work small next to the copying and
+#: hashing (4 pieces in flight cost 8 MiB).
+READ_SIZE = 2 * 1024 * 1024
+#: Compressed bytes handed to zlib at a time (see _Gunzip).
+INPUT_SIZE = 512 * 1024
+#: Pieces queued per digest thread before the download waits for it.
+HASH_BACKLOG = 4
+#: All-zero pieces at least this large are left as holes in the staging file.
+HOLE_MIN = 64 * 1024
 STAGING_PREFIX = ".xhost-staging-"
 #: Members of an image tarball: 0.vhd (leaf) ... N.vhd (base).
 NUMBERED = re.compile(r"^(0|[1-9][0-9]{0,2})\.vhd$")
@@ -159,25 +169,27 @@ def _get(url, headers, ca_pem, verify_tls, timeout):
     return conn, response
 
 
-class _Hasher(threading.Thread):
-    """md5 (and ``algo``) of the chunks it is given, computed on its own
-    thread: hashlib releases the GIL, so hashing overlaps gunzip and writes."""
+class _Digest(threading.Thread):
+    """One digest of the chunks it is given, on a thread of its own.
+
+    hashlib releases the GIL on large buffers, so md5 and the os_hash each
+    get a core while the download, gunzip and writes go on: hashing both
+    on one thread made it the slowest stage of an import.  The chunks are
+    never modified after they are queued, so they are not copied."""
 
     def __init__(self, algo):
-        threading.Thread.__init__(self, name="xhost-image-hash")
+        threading.Thread.__init__(self, name="xhost-image-" + algo)
         self.daemon = True
-        self.md5 = hashlib.md5()
-        self.other = hashlib.new(algo) if algo else None
-        self.queue = queue.Queue(8)
+        self.digest = hashlib.md5() if algo == "md5" else hashlib.new(algo)
+        self.queue = queue.Queue(HASH_BACKLOG)
 
     def run(self):
+        update, get = self.digest.update, self.queue.get
         while True:
-            data = self.queue.get()
+            data = get()
             if data is None:
                 return
-            self.md5.update(data)
-            if self.other is not None:
-                self.other.update(data)
+            update(data)
 
     def finish(self):
         self.queue.put(None)
@@ -185,19 +197,25 @@ class _Hasher(threading.Thread):
 
 
 class _HashingReader(object):
-    """The HTTP body, hashed (md5 and ``algo``) and counted as it is read."""
+    """The HTTP body, hashed (with ``algo``, else md5, else not at all) and
+    counted as it is read.
 
-    def __init__(self, response, url, algo, expected_size):
+    Each read returns a new buffer filled straight from the socket (one
+    copy; ``HTTPResponse.read(n)`` copies twice on Python 3.6)."""
+
+    def __init__(self, response, url, algo, expected_size, md5=True):
         self.response = response
         self.url = url
-        self.hasher = _Hasher(algo)
-        self.hasher.start()
+        self.digests = [_Digest(algo)] if algo else ([_Digest("md5")] if md5 else [])
+        for digest in self.digests:
+            digest.start()
         self.count = 0
         self.expected = expected_size
 
     def read(self, count):
+        data = bytearray(count)
         try:
-            data = self.response.read(count)
+            got = self.response.readinto(data)
         except http.client.IncompleteRead as exc:
             raise _retry("the download from %s was cut after %d bytes (%d missing)"
                          % (_public(self.url), self.count + len(exc.partial),
@@ -205,29 +223,34 @@ class _HashingReader(object):
         except (OSError, http.client.HTTPException) as exc:
             raise _retry("the download from %s failed after %d bytes: %s: %s"
                          % (_public(self.url), self.count, type(exc).__name__, exc))
-        if data:
-            self.hasher.queue.put(data)
-            self.count += len(data)
+        if got < count:
+            del data[got:]
+        if got:
+            for digest in self.digests:
+                digest.queue.put(data)
+            self.count += got
             if self.expected is not None and self.count > self.expected:
                 raise _invalid("the server sent more than the image's %d bytes"
                                % self.expected)
         return data
 
     def close(self):
-        self.hasher.finish()
+        for digest in self.digests:
+            digest.finish()
 
     @property
-    def md5(self):
-        return self.hasher.md5
-
-    @property
-    def other(self):
-        return self.hasher.other
+    def digest(self):
+        """The digest computed, or None."""
+        return self.digests[0].digest if self.digests else None
 
 
 class _Gunzip(object):
     """Decompresses a gzip stream (several members allowed) as it is read,
-    refusing to produce more than ``limit`` bytes."""
+    refusing to produce more than ``limit`` bytes.
+
+    Compressed input is taken in modest pieces and output produced in
+    large ones, so zlib rarely leaves an unconsumed tail to copy, and a read
+    that wants the whole output gets zlib's buffer itself."""
 
     def __init__(self, source, limit, head=b""):
         self.source = source
@@ -242,10 +265,10 @@ class _Gunzip(object):
     def _input(self):
         data, self._pending = self._pending, b""
         while len(data) < 2:
-            more = self.source.read(CHUNK)
+            more = self.source.read(INPUT_SIZE)
             if not more:
                 break
-            data += more
+            data = data + more if data else more
         return data
 
     def _more(self):
@@ -264,7 +287,7 @@ class _Gunzip(object):
                     continue  # zero padding after the last gzip member
                 self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:
-                out = self._z.decompress(data, CHUNK)
+                out = self._z.decompress(data, READ_SIZE)
             except zlib.error as exc:
                 raise _invalid("the gzip data is corrupt: %s" % exc)
             if self._z.eof:
@@ -291,8 +314,9 @@ class _Gunzip(object):
 
 
 class _Forward(object):
-    """A forward-only seekable view of a stream, so that tarfile reads members
-    in place ("r:" mode) instead of copying through its stream buffer."""
+    """A forward-only seekable view of a stream, so that tarfile reads the
+    headers in place ("r:" mode) and member data can be taken straight from
+    the stream (:class:`_MemberData`)."""
 
     def __init__(self, source):
         self.source = source
@@ -306,13 +330,19 @@ class _Forward(object):
             raise _invalid("the tar archive refers back to offset %d (now at %d)"
                            % (pos, self.pos))
         while self.pos < pos:
-            if not self.read(min(CHUNK, pos - self.pos)):
+            if not self.read_some(min(READ_SIZE, pos - self.pos)):
                 break
         return self.pos
 
+    def read_some(self, count):
+        """Up to ``count`` bytes, whatever the source has at hand."""
+        data = self.source.read(count)
+        self.pos += len(data)
+        return data
+
     def read(self, count=-1):
         if count is None or count < 0:
-            count = CHUNK
+            count = READ_SIZE
         data = self.source.read(count)
         if len(data) < count and data:
             parts = [data]
@@ -325,6 +355,27 @@ class _Forward(object):
                 got += len(more)
             data = b"".join(parts)
         self.pos += len(data)
+        return data
+
+
+class _MemberData(object):
+    """A regular tar member's data read straight from the archive stream,
+    not through tarfile's file object and its buffer copies; reads may be
+    short, the end of the stream before the member's is corruption."""
+
+    def __init__(self, archive, member):
+        if archive.tell() != member.offset_data:
+            archive.seek(member.offset_data)
+        self.archive = archive
+        self.left = member.size
+
+    def read(self, count):
+        if self.left <= 0:
+            return b""
+        data = self.archive.read_some(min(count, self.left))
+        if not data:
+            raise tarfile.ReadError("unexpected end of data")
+        self.left -= len(data)
         return data
 
 
@@ -342,7 +393,7 @@ class _Plain(object):
             data = self._head if count < 0 else self._head[:count]
             self._head = self._head[len(data):]
         else:
-            data = self.source.read(CHUNK if count < 0 else count)
+            data = self.source.read(READ_SIZE if count < 0 else count)
         self.produced += len(data)
         if self.produced > self.limit:
             raise _invalid("the image is larger than %d bytes, more than its disks can "
@@ -456,11 +507,11 @@ def _write_member(reader, path, name, declared, max_virtual_size):
             if written > limit:
                 raise _invalid("%s is larger than a VHD of its geometry can be (%d bytes)"
                                % (name, limit))
-            if len(data) == CHUNK and data == ZEROS:
+            if len(data) >= HOLE_MIN and data == _zeros(len(data)):
                 os.lseek(fd, len(data), os.SEEK_CUR)
             else:
                 _write_all(fd, data)
-            data = reader.read(CHUNK)
+            data = reader.read(READ_SIZE)
         os.ftruncate(fd, written)
     finally:
         os.close(fd)
@@ -468,6 +519,19 @@ def _write_member(reader, path, name, declared, max_virtual_size):
         raise _invalid("%s: the archive announced %d bytes but held %d"
                        % (name, declared, written))
     return written
+
+
+_ZEROS = {}
+
+
+def _zeros(length):
+    """A zero buffer of ``length`` bytes to compare with (memcmp speed)."""
+    zeros = _ZEROS.get(length)
+    if zeros is None:
+        zeros = bytes(length)
+        if len(_ZEROS) < 8:
+            _ZEROS[length] = zeros
+    return zeros
 
 
 def _write_all(fd, data):
@@ -652,15 +716,19 @@ def download_vhd(session, url, sr_path, uuids, headers=None, container="tgz",
         if length and length.isdigit() and expected is not None and int(length) != expected:
             raise _invalid("the server announced %s bytes, the image has %d"
                            % (length, expected))
-        hashed = _HashingReader(response, url, os_hash_algo if os_hash_value else None,
-                                expected)
+        # The strongest hash the image has is verified, as glanceclient does:
+        # md5 only for images without an os_hash_value. Hashing every byte
+        # twice would cost a core of its own and prove nothing more.
+        hashed = _HashingReader(response, url,
+                                os_hash_algo if os_hash_value and os_hash_algo else None,
+                                expected, md5=bool(checksum))
         # Each disk is at most its virtual size plus its metadata.
         per_disk = max_virtual_size + max_virtual_size // 256 + 64 * 1024 * 1024
         limit = max_members * per_disk + TRAILING_LIMIT
         try:
             files = _receive(hashed, staging, container, max_members, max_virtual_size,
                              limit, expected if length is None else int(length))
-            while hashed.read(CHUNK):
+            while hashed.read(READ_SIZE):
                 pass
         finally:
             hashed.close()
@@ -716,7 +784,8 @@ def _receive(hashed, staging, container, max_members, max_virtual_size, limit, l
     members = {}
     legacy = []
     try:
-        tar = tarfile.open(fileobj=_Forward(stream), mode="r:")
+        archive = _Forward(stream)
+        tar = tarfile.open(fileobj=archive, mode="r:")
     except tarfile.TarError as exc:
         raise _invalid("the image is not a tar archive: %s" % exc)
     try:
@@ -739,7 +808,10 @@ def _receive(hashed, staging, container, max_members, max_virtual_size, limit, l
                 raise _invalid("the image holds more than %d disks" % max_members)
             path = os.path.join(staging, "member-%d" % len(members))
             try:
-                data = tar.extractfile(member)
+                if member.sparse is None:
+                    data = _MemberData(archive, member)
+                else:  # a GNU sparse member: tarfile puts its holes back
+                    data = tar.extractfile(member)
                 _write_member(data, path, name, member.size, max_virtual_size)
             except tarfile.TarError as exc:
                 raise _invalid("%s: the tar archive is corrupt: %s" % (name, exc))
@@ -753,7 +825,7 @@ def _receive(hashed, staging, container, max_members, max_virtual_size, limit, l
         raise _invalid("the archive holds no disk (0.vhd)")
     trailing = 0
     while True:
-        data = stream.read(CHUNK)
+        data = stream.read(READ_SIZE)
         if not data:
             break
         trailing += len(data)
@@ -766,12 +838,13 @@ def _receive(hashed, staging, container, max_members, max_virtual_size, limit, l
 def _verify(hashed, expected, checksum, algo, value):
     if expected is not None and hashed.count != expected:
         raise _retry("received %d bytes, the image has %d" % (hashed.count, expected))
-    if checksum and hashed.md5.hexdigest() != checksum:
+    if value and algo:
+        if hashed.digest.hexdigest() != value:
+            raise _invalid("checksum mismatch: the data's %s does not match the image's "
+                           "os_hash_value" % algo)
+    elif checksum and hashed.digest.hexdigest() != checksum:
         raise _invalid("checksum mismatch: the data received has md5 %s, the image's "
-                       "checksum is %s" % (hashed.md5.hexdigest(), checksum))
-    if value and hashed.other is not None and hashed.other.hexdigest() != value:
-        raise _invalid("checksum mismatch: the data's %s does not match the image's "
-                       "os_hash_value" % algo)
+                       "checksum is %s" % (hashed.digest.hexdigest(), checksum))
 
 
 # --------------------------------------------------------------------------

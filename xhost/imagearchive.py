@@ -27,6 +27,8 @@ from typing import BinaryIO
 from xhost.images import InvalidImage
 
 CHUNK = 1024 * 1024
+#: Compressed bytes handed to zlib at a time (see _Expanded).
+INPUT_SIZE = 256 * 1024
 #: Members of a VHD image tarball, leaf first.
 NUMBERED = re.compile(r"^(0|[1-9][0-9]{0,2})\.vhd$")
 #: Nova's pre-Grizzly names, leaf first.
@@ -37,48 +39,61 @@ BLOCK = 512
 
 
 class ChunkReader:
-    """A read-only file object over an iterator of byte chunks."""
+    """A read-only file object over an iterator of byte chunks.
+
+    A read that a chunk covers exactly returns that chunk; others join the
+    pieces once (no buffer that grows and shrinks by copying)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._buffer = b""
+        self._current: bytes = b""
         self._offset = 0
         self.eof = False
         #: Bytes handed out so far.
         self.position = 0
 
+    def _next(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                self._current, self._offset = chunk, 0
+                return True
+        self._current, self._offset = b"", 0
+        self.eof = True
+        return False
+
     def read(self, count: int = -1) -> bytes:
         if count is None or count < 0:
-            parts = [self._buffer[self._offset:]]
-            self._buffer, self._offset = b"", 0
+            parts = [memoryview(self._current)[self._offset:]]
             parts.extend(self._chunks)
+            self._current, self._offset = b"", 0
             self.eof = True
             data = b"".join(parts)
             self.position += len(data)
             return data
-        while len(self._buffer) - self._offset < count and not self.eof:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self.eof = True
+        parts: list[bytes | memoryview] = []
+        want = count
+        while want:
+            if self._offset >= len(self._current) and (self.eof or not self._next()):
                 break
-            if chunk:
-                if self._offset:
-                    self._buffer = self._buffer[self._offset:]
-                    self._offset = 0
-                self._buffer = self._buffer + chunk if self._buffer else bytes(chunk)
-        end = self._offset + count
-        data = self._buffer[self._offset:end]
-        self._offset = min(end, len(self._buffer))
-        if self._offset == len(self._buffer):
-            self._buffer, self._offset = b"", 0
+            current, offset = self._current, self._offset
+            take = min(len(current) - offset, want)
+            if take == len(current):
+                parts.append(current)
+            else:
+                parts.append(memoryview(current)[offset:offset + take])
+            self._offset += take
+            want -= take
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            data = parts[0]
+        else:
+            data = b"".join(parts)
         self.position += len(data)
         return data
 
     def drain(self) -> int:
         """Read to the end; return the number of bytes skipped."""
-        skipped = len(self._buffer) - self._offset
-        self._buffer, self._offset = b"", 0
+        skipped = len(self._current) - self._offset
+        self._current, self._offset = b"", 0
         for chunk in self._chunks:
             skipped += len(chunk)
         self.eof = True
@@ -87,7 +102,11 @@ class ChunkReader:
 
 
 class _Expanded:
-    """The decompressed (or plain) stream, refusing to exceed ``limit``."""
+    """The decompressed (or plain) stream, refusing to exceed ``limit``.
+
+    Compressed input goes to zlib in modest pieces and output comes in
+    large ones, so zlib seldom leaves an unconsumed tail to copy; a read
+    that wants all the output at hand gets zlib's buffer itself."""
 
     def __init__(self, source: ChunkReader, limit: int, image: str) -> None:
         self.source = source
@@ -98,19 +117,21 @@ class _Expanded:
         self.compressed = head == b"\x1f\x8b"
         self._pending = head
         self._out = b""
+        self._at = 0
         self._z: zlib._Decompress | None = None
         self._finished = False
 
     def _input(self) -> bytes:
         data, self._pending = self._pending, b""
         while len(data) < 2:
-            more = self.source.read(CHUNK)
+            more = self.source.read(INPUT_SIZE if self.compressed else CHUNK)
             if not more:
                 break
-            data += more
+            data = data + more if data else more
         return data
 
     def _fill(self) -> None:
+        self._out, self._at = b"", 0
         while not self._out and not self._finished:
             data = self._input()
             if not self.compressed:
@@ -148,12 +169,81 @@ class _Expanded:
                                f"(a gzip bomb?)")
 
     def read(self, count: int = -1) -> bytes:
-        if not self._out:
+        """Up to ``count`` bytes (short reads happen; ``b""`` is the end)."""
+        if self._at >= len(self._out):
             self._fill()
-        if count is None or count < 0 or count >= len(self._out):
-            data, self._out = self._out, b""
+        out, at = self._out, self._at
+        if count is None or count < 0 or count >= len(out) - at:
+            data = out[at:] if at else out
         else:
-            data, self._out = self._out[:count], self._out[count:]
+            data = out[at:at + count]
+        self._at += len(data)
+        return data
+
+
+class _Forward:
+    """A forward-only seekable view of the expanded stream: tarfile reads
+    the headers in place ("r:" mode) and member data is taken from the
+    stream directly (:class:`_MemberData`), not copied through tarfile's
+    stream buffer."""
+
+    def __init__(self, source: _Expanded, image: str) -> None:
+        self.source = source
+        self.image = image
+        self.pos = 0
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.pos:
+            raise InvalidImage(image=self.image, reason=f"the tar archive refers back to "
+                               f"offset {pos} (now at {self.pos})")
+        while self.pos < pos and self.read_some(min(CHUNK, pos - self.pos)):
+            pass
+        return self.pos
+
+    def read_some(self, count: int) -> bytes:
+        data = self.source.read(count)
+        self.pos += len(data)
+        return data
+
+    def read(self, count: int = -1) -> bytes:
+        if count is None or count < 0:
+            count = CHUNK
+        data = self.read_some(count)
+        if data and len(data) < count:
+            parts = [data]
+            got = len(data)
+            while got < count:
+                more = self.read_some(count - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data
+
+
+class _MemberData:
+    """A regular member's data straight from the archive stream; reads may
+    be short, the stream ending first is a corrupt archive."""
+
+    def __init__(self, archive: _Forward, info: tarfile.TarInfo, reader: ArchiveReader) -> None:
+        archive.seek(info.offset_data)
+        self.archive = archive
+        self.left = info.size
+        self.reader = reader
+
+    def read(self, count: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        if count is None or count < 0:
+            count = self.left
+        data = self.archive.read_some(min(count, self.left))
+        if not data:
+            raise self.reader._invalid("the tar archive is corrupt: unexpected end of data")
+        self.left -= len(data)
         return data
 
 
@@ -214,8 +304,9 @@ class ArchiveReader:
         return InvalidImage(image=self.image, reason=reason)
 
     def members(self) -> Iterator[Member]:
+        archive = _Forward(self.stream, self.image)
         try:
-            tar = tarfile.open(fileobj=self.stream, mode="r|", bufsize=CHUNK)
+            tar = tarfile.open(fileobj=archive, mode="r:")
         except tarfile.TarError as exc:
             raise self._invalid(f"not a tar archive: {exc}") from exc
         legacy: list[str] = []
@@ -245,8 +336,11 @@ class ArchiveReader:
                 if self.member_limit is not None:
                     self.member_limit(name, info.size)
                 self.names.append(name)
-                data = tar.extractfile(info)
-                yield Member(index=index, name=name, size=info.size, data=_Checked(data, self))
+                if info.sparse is None:
+                    data: BinaryIO = _MemberData(archive, info, self)  # type: ignore[assignment]
+                else:  # a GNU sparse member: tarfile puts its holes back
+                    data = _Checked(tar.extractfile(info), self)  # type: ignore[arg-type]
+                yield Member(index=index, name=name, size=info.size, data=data)
         finally:
             try:
                 tar.close()

@@ -211,17 +211,16 @@ class VhdLayer:
         if self._fixed:
             yield from self._fixed_blocks()
             return
-        span = self.bitmap_size + self.block_size
         last = -(-self.virtual_size // self.block_size) - 1
         tail_sectors = (self.virtual_size - last * self.block_size) // SECTOR
         for index in self.order:
             start = self._bat[index] * SECTOR
             self.r.skip_to(start, f"block {index}")
-            raw = self.r.read(span, f"block {index}")
-            bitmap = raw[:self.bitmap_size]
+            # bitmap and data read apart: no copy of the data to split them
+            bitmap = self.r.read(self.bitmap_size, f"block {index}")
             if index == last and tail_sectors < self.block_size // SECTOR:
                 bitmap = _clip(bitmap, tail_sectors)
-            yield index, bitmap, raw[self.bitmap_size:]
+            yield index, bitmap, self.r.read(self.block_size, f"block {index}")
         self._finish_dynamic()
 
     def _finish_dynamic(self) -> None:

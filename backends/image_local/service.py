@@ -202,15 +202,18 @@ class LocalImageService:
                                         f"image accepts data")
             record["status"] = "saving"
             self._write(record)
-        hasher = Hasher(HASH_ALGO)
+        hasher = Hasher(HASH_ALGO, parallel=True)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{image_id}-")
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in _chunks(data):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in _chunks(data):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            finally:
+                hasher.close()
             if size is not None and hasher.size != size:
                 raise ImageError(reason=f"upload of image {image_id} got {hasher.size} bytes, "
                                         f"{size} were announced")
@@ -262,11 +265,12 @@ class LocalImageService:
                 cert_file=o.transfer_cert_file, key_file=o.transfer_key_file)
         return self._transfers
 
-    def _open_data(self, image_id: str):
+    def _open_data(self, image_id: str) -> tuple[int, BinaryIO]:
         image = _to_meta(self._read(image_id))
         if image.status != "active":
             raise ImageError(reason=f"image {image_id} is {image.status}")
-        return os.path.getsize(self._data_path(image_id)), _read_file(self._data_path(image_id))
+        data = open(self._data_path(image_id), "rb")  # the transfer server closes it
+        return os.fstat(data.fileno()).st_size, data
 
     @hookimpl
     def xhost_image_service_download(self, image_id):

@@ -156,6 +156,9 @@ class ImagesDom0Test(unittest.TestCase):
         good = _tarball([("0.vhd", child), ("1.vhd", base)])
         cases = [
             (Server(good), dict(checksum="0" * 32), "XHOST_IMAGE_INVALID", "checksum"),
+            # the os_hash_value, when given, is the hash verified
+            (Server(good), dict(checksum=hashlib.md5(good).hexdigest(), os_hash_algo="sha512",
+                                os_hash_value="0" * 128), "XHOST_IMAGE_INVALID", "os_hash_value"),
             (Server(good, status=404), {}, "XHOST_IMAGE_NOT_FOUND", "404"),
             (Server(good, status=403), {}, "XHOST_IMAGE_HTTP", "403"),
             (Server(good, status=503), {}, "XHOST_IMAGE_RETRY", "503"),

@@ -62,8 +62,18 @@ def test_virtual_size_limit(hosts, handler, tmp_path):
         relaxed.download(image, instance=instance(root_gb=1))
 
 
+# The strongest hash of the record is verified: os_hash_value when it has one,
+# the md5 checksum only when it has not (as glanceclient does).
+TAMPERED = {
+    "os_hash_value": ({"os_hash_value": "0" * 128}, "(?i)os_hash_value"),
+    "md5_fallback": ({"os_hash_algo": None, "os_hash_value": None, "checksum": "0" * 32},
+                     "(?i)checksum|md5"),
+}
+
+
 @pytest.mark.parametrize("handler", HANDLERS)
-def test_checksum_mismatch(hosts, handler, tmp_path):
+@pytest.mark.parametrize("tampered", sorted(TAMPERED))
+def test_checksum_mismatch(hosts, handler, tampered, tmp_path):
     from imagehost import tarball, vhd_chain
 
     host = hosts(handler)
@@ -71,12 +81,13 @@ def test_checksum_mismatch(hosts, handler, tmp_path):
     image = host.upload("img", tarball(tmp_path / "c.tgz", [("0.vhd", files[0]),
                                                            ("1.vhd", files[1])]), "vhd", "ovf")
     ctx = host.context()
-    # the stored record's checksum no longer matches the data
+    # the stored record's hash no longer matches the data
+    changes, words = TAMPERED[tampered]
     store = host.plugins.plugin("image_service")
     record = store._read(image.id)
-    record["checksum"] = "0" * 32
+    record.update(changes)
     store._write(record)
     before = host.vdi_uuids()
-    with pytest.raises((ImageError, exception.XapiFailure), match="(?i)checksum|md5"):
+    with pytest.raises((ImageError, exception.XapiFailure), match=words):
         host.download(ctx.plugins.image_service_show(ctx, image.id))
     assert host.vdi_uuids() == before and not host.staging_dirs()
