@@ -132,6 +132,8 @@ class ServedHost:
 
 def concurrency(root: Path, spawns: int, latency: float,
                 sessions: int = 5) -> dict[str, float]:
+    root = root / f"concurrency-{latency * 1000:g}ms-{sessions}"
+    root.mkdir()
     host = ServedHost(root / "served")
     try:
         conf_path = root / "concurrency.conf"
