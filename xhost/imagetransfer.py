@@ -34,7 +34,7 @@ from xhost.context import Context, durable
 from xhost.dom0 import xhost_vhd
 from xhost.imagearchive import ArchiveReader, ChunkReader, tarball
 from xhost.images import ImageError, InvalidImage, TransientImageError
-from xhost.objects import Disk, ImageMeta, Instance
+from xhost.objects import Disk, DownloadedImage, ImageMeta, Instance
 from xhost.vhdstream import ChainCheck, LayerMask, VhdLayer, masked_vhd_stream, sized_export
 from xhost.xapi import datapath
 
@@ -145,6 +145,20 @@ def owner_alive(owner: str) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return fields[0] != "Z" and fields[19] == start
+
+
+def download_iso_or_kernel(ctx: Context, image: ImageMeta, sr_ref: str,
+                           instance: Instance | None) -> DownloadedImage | None:
+    """The downloads every image handler makes alike: an ISO streamed into an
+    ISO VDI, a kernel or ramdisk (``aki``/``ari``) copied into dom0's
+    ``/boot/guest``. None for a disk image: that is the handler's own work."""
+    kind = image_kind(image)
+    if kind == "iso":
+        return DownloadedImage(disks={"iso": stream_iso(ctx, image, instance)}, image=image)
+    if kind in ("aki", "ari"):
+        disk = kernel_file(ctx, image, instance, sr_ref)
+        return DownloadedImage(disks={disk.kind: disk}, image=image)
+    return None
 
 
 # -- VDIs and SRs -----------------------------------------------------------

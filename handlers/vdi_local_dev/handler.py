@@ -191,13 +191,10 @@ class VdiLocalDevHandler:
 
     @hookimpl
     def xhost_image_download(self, ctx, image, sr_ref, instance):
+        special = imagetransfer.download_iso_or_kernel(ctx, image, sr_ref, instance)
+        if special is not None:
+            return special
         kind = imagetransfer.image_kind(image)
-        if kind == "iso":
-            return DownloadedImage(disks={"iso": imagetransfer.stream_iso(ctx, image, instance)},
-                                   image=image)
-        if kind in ("aki", "ari"):
-            disk = imagetransfer.kernel_file(ctx, image, instance, sr_ref)
-            return DownloadedImage(disks={disk.kind: disk}, image=image)
         self._refuse_independent(f"download image {image.id}")
         limit = imagetransfer.max_virtual_size(self.conf.max_virtual_size_gb, instance)
         root = imagetransfer.retrying(ctx, f"download of image {image.id}",

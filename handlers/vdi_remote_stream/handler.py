@@ -46,13 +46,9 @@ class VdiRemoteStreamHandler:
 
     @hookimpl
     def xhost_image_download(self, ctx, image, sr_ref, instance):
-        kind = imagetransfer.image_kind(image)
-        if kind == "iso":
-            return DownloadedImage(disks={"iso": imagetransfer.stream_iso(ctx, image, instance)},
-                                   image=image)
-        if kind in ("aki", "ari"):
-            disk = imagetransfer.kernel_file(ctx, image, instance, sr_ref)
-            return DownloadedImage(disks={disk.kind: disk}, image=image)
+        special = imagetransfer.download_iso_or_kernel(ctx, image, sr_ref, instance)
+        if special is not None:
+            return special
         limit = imagetransfer.max_virtual_size(self.conf.max_virtual_size_gb, instance)
         root = imagetransfer.retrying(
             ctx, f"download of image {image.id}",
