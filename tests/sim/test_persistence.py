@@ -127,3 +127,30 @@ def test_sigkilled_simulator_restarts_consistent(tmp_path):
         running = [vm for vm in vms if x.VM.get_power_state(vm) == "Running"]
         assert len(running) == 3
         assert_consistent(x)
+
+
+def test_db_json_written_from_changes_equals_a_full_encoding(tmp_path):
+    """db.json re-encodes only the records changed since the last write; what
+    it holds must still be exactly the whole database."""
+    state = tmp_path / "state"
+    with Simulator(state, users=USERS) as sim:
+        x = login(sim.url).xenapi
+        first = make_vm(x, "kept")
+        gone = make_vm(x, "removed")
+        sim.persistence.flush(force=True)
+        x.VM.set_name_label(first, "renamed")
+        x.VM.start(first, False, False)
+        for vbd in x.VM.get_VBDs(gone):
+            x.VBD.destroy(vbd)
+        x.VM.destroy(gone)
+        make_vm(x, "added")
+        sim.persistence.flush(force=True)
+        stored = json.loads((state / "db.json").read_text())
+        with sim.db.lock:
+            full = json.loads(json.dumps(sim.db.snapshot()))
+        assert stored["tables"] == full["tables"]
+        for key in ("generation", "created", "modified", "deleted"):
+            assert stored[key] == full[key]
+        names = {rec["name_label"] for rec in stored["tables"]["VM"].values()}
+        assert "renamed" in names and "added" in names
+        assert "kept" not in names and "removed" not in names

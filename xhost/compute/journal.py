@@ -98,9 +98,10 @@ class Journal:
         return EntryRecorder(self, entry_id)
 
     def _write(self, entry: dict[str, Any], sync: bool = True) -> None:
+        text = json.dumps(entry)  # one shot: the C encoder, not json.dump's Python one
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".entry-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(entry, f)
+            f.write(text)
             if sync:  # the entry itself must survive a crash of the machine
                 f.flush()
                 os.fsync(f.fileno())

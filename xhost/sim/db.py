@@ -59,6 +59,11 @@ class Database:
         self.deleted_floor = 0
         self.waiters = 0
         self.dirty = False
+        #: References added, changed or removed since :meth:`take_touched`
+        #: (None: nobody asks, so nothing is kept).
+        self.touched: set[str] | None = None
+        #: How many times :meth:`load` replaced everything.
+        self.loads = 0
         self._event_classes = {c.name for c in schema.table_classes() if c.events}
         self._fields = {c.name: frozenset(c.fields) for c in schema.table_classes()}
         self._on_destroy: list[Callable[[str, str, dict[str, Any]], None]] = []
@@ -108,6 +113,8 @@ class Database:
         if cls == "message":
             self.message_generation += 1
         self.dirty = True
+        if self.touched is not None:
+            self.touched.add(ref)
         if cls in self._event_classes:
             self.recent[ref] = (cls, self.generation)
             self.recent.move_to_end(ref)
@@ -207,6 +214,8 @@ class Database:
             if cls == "message":
                 self.message_generation += 1
             self.dirty = True
+            if self.touched is not None:
+                self.touched.add(ref)
             if cls in self._event_classes:
                 self.deleted[ref] = (cls, created, self.generation)
                 while len(self.deleted) > MAX_TOMBSTONES:
@@ -289,10 +298,17 @@ class Database:
                 "deleted_floor": self.deleted_floor,
             }
 
+    def take_touched(self) -> tuple[int, set[str]]:
+        """``(loads, references touched)`` since the last call, and start
+        keeping them (call with :attr:`lock` held, with :meth:`snapshot`)."""
+        touched, self.touched = self.touched or set(), set()
+        return self.loads, touched
+
     def load(self, state: dict[str, Any], skip: Iterable[str] = ()) -> None:
         """Replace the content with a :meth:`snapshot` (relations as stored)."""
         skip = set(skip)
         with self.lock:
+            self.loads += 1
             for cls, table in self.tables.items():
                 table.clear()
                 self.uuids[cls].clear()

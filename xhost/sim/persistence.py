@@ -7,7 +7,10 @@ Layout of ``state_dir``::
     tls/           generated certificate and key (``--tls``)
 
 ``db.json`` is never written in place: a snapshot taken under the database
-lock (cheap, records are copy-on-write) is serialised to ``db.json.tmp``,
+lock (cheap, records are copy-on-write) is serialised to ``db.json.tmp``
+(re-encoding only the records changed since the last write: the encoding
+holds the GIL, and a whole big database at every flush stalled every
+request for tens of milliseconds),
 fsynced and renamed over the old file, and the directory is fsynced.  A
 simulator killed at any moment therefore restarts from the last complete
 snapshot -- consistent, possibly missing the changes of the last flush
@@ -34,6 +37,11 @@ FORMAT = 1
 DB_FILE = "db.json"
 
 
+def _dumps(value: Any) -> str:
+    # json.dumps, not json.dump: only the one-shot form uses the C encoder.
+    return json.dumps(value, separators=(",", ":"))
+
+
 class StateDirInUse(RuntimeError):
     pass
 
@@ -49,6 +57,9 @@ class Persistence:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.writes = 0
+        #: class -> ref -> the JSON text of ``"ref":{record}`` as last written
+        self._encoded: dict[str, dict[str, str]] = {}
+        self._loads = -1
 
     def acquire(self) -> None:
         """Create the directory and take its lock (one simulator per state dir)."""
@@ -95,17 +106,20 @@ class Persistence:
         with self._write_lock:
             if not force and not self.db.dirty:
                 return False
-            snap = self.db.snapshot()
-            doc = {"format": FORMAT, "saved_at": time.time(), **snap}
+            with self.db.lock:
+                snap = self.db.snapshot()
+                loads, touched = self.db.take_touched()
             tmp = self.path.with_name(DB_FILE + ".tmp")
             try:
+                text = self._encode(snap, loads, touched)
                 with open(tmp, "w", encoding="utf-8") as fh:
-                    json.dump(doc, fh, separators=(",", ":"))
+                    fh.write(text)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.path)
             except BaseException:
                 self.db.dirty = True  # not on disk: try again next time
+                self._encoded = {}  # the changes taken are not in it: encode all again
                 raise
             dir_fd = os.open(self.dir, os.O_RDONLY)
             try:
@@ -114,6 +128,26 @@ class Persistence:
                 os.close(dir_fd)
             self.writes += 1
             return True
+
+    def _encode(self, snap: dict[str, Any], loads: int, touched: set[str]) -> str:
+        """``db.json``'s text; records not in ``touched`` reuse their text."""
+        if loads != self._loads:
+            self._encoded, self._loads = {}, loads
+        tables = []
+        encoded: dict[str, dict[str, str]] = {}
+        for cls, table in snap["tables"].items():
+            before = self._encoded.get(cls, {})
+            now = encoded[cls] = {}
+            for ref, record in table.items():
+                text = before.get(ref)
+                if text is None or ref in touched:
+                    text = f"{_dumps(ref)}:{_dumps(record)}"
+                now[ref] = text
+            tables.append(f"{_dumps(cls)}:{{{','.join(now.values())}}}")
+        self._encoded = encoded
+        head = _dumps({"format": FORMAT, "saved_at": time.time(),
+                       **{k: v for k, v in snap.items() if k != "tables"}})
+        return f"{head[:-1]},\"tables\":{{{','.join(tables)}}}}}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="sim-flush", daemon=True)

@@ -25,6 +25,7 @@ It behaves like xenstored where callers can tell the difference:
 from __future__ import annotations
 
 import errno as errno_mod
+import itertools
 import logging
 import queue
 import re
@@ -82,6 +83,9 @@ class _Node:
         return node
 
 
+_WATCH_SEQ = itertools.count()
+
+
 class Watch:
     """A registered watch; :meth:`cancel` removes it."""
 
@@ -93,6 +97,7 @@ class Watch:
         self.callback = callback
         self.gate = gate
         self.owner = owner
+        self.seq = next(_WATCH_SEQ)
         self.active = True
         #: Where the watch points, absolute (special names stay as they are).
         self.abs_path = path if path in SPECIAL_WATCHES else XenStore.canonical(path, owner)
@@ -149,6 +154,10 @@ class XenStore:
         self._root = _Node(b"", ["n0"])
         self._lock = threading.RLock()
         self._watches: list[Watch] = []
+        #: The watches of :attr:`_watches` that are not special, by absolute
+        #: path: an event finds its watches through its ancestors instead of
+        #: testing every watch of every domain.
+        self._by_path: dict[str, list[Watch]] = {}
         self._txn: _Txn | None = None
         self._txn_owner: int | None = None
         self._shared_queue: queue.SimpleQueue[tuple[Watch, str] | None] = queue.SimpleQueue()
@@ -407,6 +416,8 @@ class XenStore:
         w = Watch(self, path, token, callback, dedicated, gate, caller)
         with self._lock:
             self._watches.append(w)
+            if w.path not in SPECIAL_WATCHES:
+                self._by_path.setdefault(w.abs_path, []).append(w)
             if not dedicated and self._dispatcher is None:
                 self._dispatcher = threading.Thread(target=self._dispatch_shared,
                                                     name="xs-watches", daemon=True)
@@ -418,13 +429,23 @@ class XenStore:
         with self._lock:
             if watch in self._watches:
                 self._watches.remove(watch)
+                self._unindex(watch)
         watch._stop()
+
+    def _unindex(self, watch: Watch) -> None:
+        same = self._by_path.get(watch.abs_path)
+        if same is not None and watch in same:
+            same.remove(watch)
+            if not same:
+                del self._by_path[watch.abs_path]
 
     def unwatch_owner(self, caller: int) -> None:
         """Drop every watch of domain ``caller`` (the domain is gone)."""
         with self._lock:
             mine = [w for w in self._watches if w.owner == caller]
             self._watches = [w for w in self._watches if w.owner != caller]
+            for w in mine:
+                self._unindex(w)
         for w in mine:
             w._stop()
 
@@ -442,19 +463,32 @@ class XenStore:
             self._fire(path, recurse)
 
     def _fire(self, path: str, recurse: bool) -> None:
-        for w in list(self._watches):
-            if w.path in SPECIAL_WATCHES:
-                continue
-            wpath = w.abs_path
-            relative_prefix = None if w.path.startswith("/") else domain_path(w.owner) + "/"
-            if wpath == "/" or path == wpath or path.startswith(wpath + "/"):
-                event = path
-            elif recurse and wpath.startswith(path.rstrip("/") + "/"):
-                event = wpath
-            else:
-                continue
-            if relative_prefix and event.startswith(relative_prefix):
-                event = event[len(relative_prefix):]
+        with self._lock:
+            by_path = self._by_path
+            if not by_path:
+                return
+            # Watches at the path or above it see the path itself...
+            hits: list[tuple[Watch, str]] = []
+            at = path
+            while True:
+                for w in by_path.get(at, ()):
+                    hits.append((w, path))
+                if at == "/":
+                    break
+                at = at.rsplit("/", 1)[0] or "/"
+            # ...and a removal also reaches the watches below it, with their own path.
+            if recurse:
+                below = path.rstrip("/") + "/"
+                for wpath, watches in by_path.items():
+                    if wpath.startswith(below):
+                        hits.extend((w, wpath) for w in watches)
+            if len(hits) > 1:
+                hits.sort(key=lambda hit: hit[0].seq)  # in the order they were set
+        for w, event in hits:
+            if not w.path.startswith("/"):
+                relative_prefix = domain_path(w.owner) + "/"
+                if event.startswith(relative_prefix):
+                    event = event[len(relative_prefix):]
             w._deliver(event)
 
     def _dispatch_shared(self) -> None:
@@ -480,6 +514,7 @@ class XenStore:
         watches start a new thread)."""
         with self._lock:
             watches, self._watches = self._watches, []
+            self._by_path = {}
             dispatcher, self._dispatcher = self._dispatcher, None
         for w in watches:
             w._stop()
