@@ -73,3 +73,17 @@ def test_cancelled_and_owner_dropped_watches_see_nothing_more():
     xs.write("/local/domain/3/w/k", "1")
     xs.drain()
     assert cancelled == [] and owned == []
+
+
+def test_read_tree_is_what_reads_and_directories_give():
+    xs = XenStore()
+    xs.write("/local/domain/4/data/a", "1")
+    xs.write("/local/domain/4/data/b/c", "é")
+    xs.write("/local/domain/4/attr", "")
+    values, children = xs.read_tree("/local/domain/4")
+    for rel, value in values.items():
+        path = "/local/domain/4" + (f"/{rel}" if rel else "")
+        assert xs.read(path) == value
+        assert sorted(xs.directory(path)) == sorted(children[rel])
+    assert values["data/b/c"] == "é" and sorted(children["data"]) == ["a", "b"]
+    assert xs.read_tree("/local/domain/5") is None

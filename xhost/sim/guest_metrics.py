@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import lifecycle
 from .errors import NULL_REF
 from .xapi_types import now_datetime
-from .xenstore import XenStore, XenStoreError, domain_path
+from .xenstore import XenStore, domain_path
 
 if TYPE_CHECKING:
     from .simulator import Simulator
@@ -176,21 +176,17 @@ class GuestMetricsPublisher:
         for vm, domid in dirty:
             self.refresh(vm, domid)
 
-    def _readers(self, domid: int) -> tuple[Lookup, Lister]:
-        home = domain_path(domid)
-
-        def lookup(key: str) -> str | None:
-            try:
-                return self.store.read(f"{home}/{key}")
-            except XenStoreError:
-                return None
+    def _readers(self, domid: int) -> tuple[Lookup, Lister] | None:
+        """Readers over the domain's keys as they are now (None: no domain);
+        one walk of its tree, not a locked read per key."""
+        tree = self.store.read_tree(domain_path(domid))
+        if tree is None:
+            return None
+        values, children = tree
 
         def listdir(key: str) -> list[str]:
-            try:
-                return self.store.directory(f"{home}/{key}")
-            except XenStoreError:
-                return []
-        return lookup, listdir
+            return children.get(key, [])
+        return values.get, listdir
 
     def forget(self, domid: int) -> None:
         with self._lock:
@@ -198,10 +194,11 @@ class GuestMetricsPublisher:
 
     def refresh(self, vm: str, domid: int) -> bool:
         """Re-read domain ``domid`` of ``vm``; returns whether the record changed."""
-        lookup, listdir = self._readers(domid)
         with self._lock:
-            if not self.store.exists(domain_path(domid)):
+            readers = self._readers(domid)
+            if readers is None:
                 return False
+            lookup, listdir = readers
             values = collect(lookup, listdir)
             detected = pv_drivers_detected(lookup)
             cached = self._cache.get(domid)

@@ -276,6 +276,28 @@ class XenStore:
             walk(path, node, 0)
         return out
 
+    def read_tree(self, path: str) -> tuple[dict[str, str], dict[str, list[str]]] | None:
+        """Everything below ``path`` at one moment, as dom0 reads it: ``(values,
+        children)`` keyed by the path relative to ``path`` (``""`` is ``path``
+        itself), values as :meth:`read` gives them; None if ``path`` does not
+        exist. One walk under the lock instead of a read per key."""
+        path = self.canonical(path)
+        values: dict[str, str] = {}
+        children: dict[str, list[str]] = {}
+        with self._lock:
+            node = self._find(path)
+            if node is None:
+                return None
+            stack = [("", node)]
+            while stack:
+                rel, at = stack.pop()
+                values[rel] = at.value.decode("utf-8", "surrogateescape")
+                names = list(at.children)
+                children[rel] = names
+                prefix = f"{rel}/" if rel else ""
+                stack.extend((prefix + name, at.children[name]) for name in names)
+        return values, children
+
     def dump(self, path: str = "/") -> dict[str, str]:
         """Every node below ``path`` (inclusive) as ``{absolute path: value}``."""
         path = self.canonical(path)
