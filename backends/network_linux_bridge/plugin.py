@@ -26,7 +26,7 @@ from oslo_config import cfg
 from xhost import exception, hookimpl
 from xhost.backends.network_common import hybrid
 from xhost.backends.network_common.names import HybridNames
-from xhost.backends.network_common.networks import find_network
+from xhost.backends.network_common.networks import NetworkCache, find_network
 from xhost.backends.network_common.vifs import (
     NetworkBackendError,
     VifBackend,
@@ -51,6 +51,12 @@ OPTS = [
                      "one dom0 call per VIF to build it, one to remove it. Needs the host's "
                      "network backend 'bridge'. A port can ask for it alone "
                      "(Port.hybrid_plug)."),
+    cfg.IntOpt("network_cache_seconds", default=60, min=0,
+               help="Seconds the XAPI network a port's network name found is reused before "
+                    "it is looked up again (an operation that fails, or a network found "
+                    "gone, looks it up again at once; a name given to another network is "
+                    "noticed after this time). 0 looks it up for every spawn (one XAPI "
+                    "call)."),
 ]
 
 
@@ -71,6 +77,7 @@ class LinuxBridgeBackend(VifBackend):
         self.conf = conf
         self.opts = conf.network_linux_bridge
         self._backends: dict[str, str] = {}
+        self.networks = NetworkCache(self.opts.network_cache_seconds)
 
     def hybrid_for(self, port: Port) -> bool:
         return bool(self.opts.hybrid_plug or port.hybrid_plug)
@@ -89,10 +96,17 @@ class LinuxBridgeBackend(VifBackend):
 
     def _port_network(self, ctx: Context, port: Port) -> tuple[str, str]:
         """(XAPI network, bridge) the port's traffic belongs on."""
-        ref, rec = find_network(ctx, port.network)
+        ref, rec = self.networks.find(ctx, port.network)
         if port.vlan is None:
             return ref, rec["bridge"]
-        net = vlan.ensure_vlan_network(ctx, ref, rec, int(port.vlan))
+        try:
+            net = vlan.ensure_vlan_network(ctx, ref, rec, int(port.vlan))
+        except exception.HandleInvalid as exc:
+            if ref not in exc.params:
+                raise
+            self.networks.forget(ctx, port.network)  # gone since it was found
+            ref, rec = self.networks.find(ctx, port.network)
+            net = vlan.ensure_vlan_network(ctx, ref, rec, int(port.vlan))
         return net, ctx.xapi.call("network.get_bridge", net)
 
     @hookimpl
@@ -112,10 +126,12 @@ class LinuxBridgeBackend(VifBackend):
             return super().xhost_network_plug_vif(ctx, instance, vm_ref, port, network_ref,
                                                   device)
         except exception.HandleInvalid as exc:
-            # An on-demand VLAN network another xhost removed between our prepare
-            # and now: prepare again (it is re-created) and retry once.
-            if network_ref not in exc.params or port.vlan is None:
+            # The network is gone: a remembered one re-created since, or an
+            # on-demand VLAN network another xhost removed after our prepare.
+            # Look it up (or make it) again and retry once.
+            if network_ref not in exc.params:
                 raise
+            self.networks.forget(ctx, port.network)
         network = self.xhost_network_prepare(ctx, instance, port)
         return super().xhost_network_plug_vif(ctx, instance, vm_ref, port, network, device)
 

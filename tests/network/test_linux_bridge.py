@@ -220,3 +220,49 @@ def test_the_embedded_simulator_without_real_network_needs_no_dom0(simulator, ma
         assert simulator.controls.read_counters().get(PLUGIN_CALLS, 0) == 0
         compute.delete_server("demo")
         assert not compute.xapi.call("VIF.get_all_records")
+
+
+LOOKUP = "network.get_all_records_where"
+
+
+def test_a_found_network_is_reused_until_it_is_gone_or_a_spawn_fails(bridge_bed):
+    compute = bridge_bed.compute("linux_bridge")
+
+    def lab_network():
+        return bridge_bed.call("network.create", {"name_label": "lab", "name_description": "",
+                                                  "MTU": "1500", "other_config": {}})
+
+    first_net = lab_network()
+    bridge_bed.counters()
+    compute.create_server("n1", "tiny", "m1.tiny", ["lab"])
+    assert bridge_bed.counters().get(LOOKUP) == 1
+    compute.create_server("n2", "tiny", "m1.tiny", ["lab"])
+    assert LOOKUP not in bridge_bed.counters()
+
+    # A spawn that fails forgets it: the next one looks the name up again.
+    rule = bridge_bed.sim.controls.add_fault("VM.start_on", ["INTERNAL_ERROR", "boom"])
+    with pytest.raises(api.SpawnError, match="boom"):
+        compute.create_server("n3", "tiny", "m1.tiny", ["lab"])
+    bridge_bed.sim.controls.clear_faults(rule.id)
+    bridge_bed.counters()
+    compute.create_server("n3", "tiny", "m1.tiny", ["lab"])
+    assert bridge_bed.counters().get(LOOKUP) == 1
+
+    # The network re-created under the same name: found again, the spawn works.
+    for name in ("n1", "n2", "n3"):
+        compute.delete_server(name)
+    bridge_bed.call("network.destroy", first_net)
+    second_net = lab_network()
+    server = compute.create_server("n4", "tiny", "m1.tiny", ["lab"])
+    vif = vif_record(bridge_bed, bridge_bed.ports_tag(server)[0]["mac"])
+    assert vif["network"] == second_net
+    compute.delete_server("n4")
+
+
+def test_network_cache_seconds_zero_looks_the_name_up_for_every_spawn(bridge_bed):
+    compute = bridge_bed.compute("linux_bridge",
+                                 "[network_linux_bridge]\nnetwork_cache_seconds = 0\n")
+    for name in ("z1", "z2"):
+        bridge_bed.counters()
+        compute.create_server(name, "tiny", "m1.tiny", ["xenbr1"])
+        assert bridge_bed.counters().get(LOOKUP) == 1
