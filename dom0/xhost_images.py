@@ -63,8 +63,9 @@ CHUNK = 1024 * 1024
 READ_SIZE = 2 * 1024 * 1024
 #: Compressed bytes handed to zlib at a time (see _Gunzip).
 INPUT_SIZE = 512 * 1024
-#: Pieces queued per digest thread before the download waits for it.
-HASH_BACKLOG = 4
+#: Network buffers in the pool (see _HashingReader): one being filled,
+#: the rest queued for (or being hashed by) the digest thread.
+POOL_BUFFERS = 6
 #: All-zero pieces at least this large are left as holes in the staging file.
 HOLE_MIN = 64 * 1024
 STAGING_PREFIX = ".xhost-staging-"
@@ -170,26 +171,28 @@ def _get(url, headers, ca_pem, verify_tls, timeout):
 
 
 class _Digest(threading.Thread):
-    """One digest of the chunks it is given, on a thread of its own.
+    """One digest of the buffers it is given, on a thread of its own.
 
-    hashlib releases the GIL on large buffers, so md5 and the os_hash each
-    get a core while the download, gunzip and writes go on: hashing both
-    on one thread made it the slowest stage of an import.  The chunks are
-    never modified after they are queued, so they are not copied."""
+    hashlib releases the GIL on large buffers, so the hash gets a core while
+    the download, gunzip and writes go on.  Each item is ``(buffer, view)``:
+    once ``view`` is hashed, ``buffer`` goes back to the pool it came from.
+    """
 
-    def __init__(self, algo):
+    def __init__(self, algo, pool):
         threading.Thread.__init__(self, name="xhost-image-" + algo)
         self.daemon = True
         self.digest = hashlib.md5() if algo == "md5" else hashlib.new(algo)
-        self.queue = queue.Queue(HASH_BACKLOG)
+        self.queue = queue.Queue()
+        self.pool = pool
 
     def run(self):
-        update, get = self.digest.update, self.queue.get
+        update, get, free = self.digest.update, self.queue.get, self.pool.put
         while True:
-            data = get()
-            if data is None:
+            item = get()
+            if item is None:
                 return
-            update(data)
+            update(item[1])
+            free(item[0])
 
     def finish(self):
         self.queue.put(None)
@@ -200,22 +203,33 @@ class _HashingReader(object):
     """The HTTP body, hashed (with ``algo``, else md5, else not at all) and
     counted as it is read.
 
-    Each read returns a new buffer filled straight from the socket (one
-    copy; ``HTTPResponse.read(n)`` copies twice on Python 3.6)."""
+    The body is received straight from the socket into a few preallocated
+    buffers (``POOL_BUFFERS``) that go round between the reader and the
+    digest thread: nothing is allocated, zero-filled or faulted in per read,
+    and the pool bounds how far the download runs ahead of the hash.
+    :meth:`read_view` hands out a view of a pool buffer, valid only until
+    the next read; :meth:`read` returns a copy."""
 
     def __init__(self, response, url, algo, expected_size, md5=True):
         self.response = response
         self.url = url
-        self.digests = [_Digest(algo)] if algo else ([_Digest("md5")] if md5 else [])
+        self.pool = queue.Queue()
+        for _ in range(POOL_BUFFERS):
+            self.pool.put(bytearray(READ_SIZE))
+        self.digests = [_Digest(algo, self.pool)] if algo else (
+            [_Digest("md5", self.pool)] if md5 else [])
         for digest in self.digests:
             digest.start()
         self.count = 0
         self.expected = expected_size
 
-    def read(self, count):
-        data = bytearray(count)
+    def read_view(self, count):
+        """Up to ``count`` bytes as a memoryview, valid until the next read."""
+        count = min(count, READ_SIZE)
+        buffer = self.pool.get()
+        view = memoryview(buffer)[:count]
         try:
-            got = self.response.readinto(data)
+            got = self.response.readinto(view)
         except http.client.IncompleteRead as exc:
             raise _retry("the download from %s was cut after %d bytes (%d missing)"
                          % (_public(self.url), self.count + len(exc.partial),
@@ -223,16 +237,20 @@ class _HashingReader(object):
         except (OSError, http.client.HTTPException) as exc:
             raise _retry("the download from %s failed after %d bytes: %s: %s"
                          % (_public(self.url), self.count, type(exc).__name__, exc))
-        if got < count:
-            del data[got:]
+        view = view[:got]
+        if got and self.digests:
+            self.digests[0].queue.put((buffer, view))
+        else:  # nothing will hash it: it is free again at the next read
+            self.pool.put(buffer)
         if got:
-            for digest in self.digests:
-                digest.queue.put(data)
             self.count += got
             if self.expected is not None and self.count > self.expected:
                 raise _invalid("the server sent more than the image's %d bytes"
                                % self.expected)
-        return data
+        return view
+
+    def read(self, count):
+        return bytes(self.read_view(count))
 
     def close(self):
         for digest in self.digests:
@@ -263,12 +281,17 @@ class _Gunzip(object):
         self.finished = False
 
     def _input(self):
+        """Compressed input: what zlib left, else a view of the next read
+        (valid until the read after; zlib copies what it leaves)."""
         data, self._pending = self._pending, b""
+        read = getattr(self.source, "read_view", self.source.read)
         while len(data) < 2:
-            more = self.source.read(INPUT_SIZE)
+            if data:  # a byte of a buffer the next read may reuse
+                data = bytes(data)
+            more = read(INPUT_SIZE)
             if not more:
                 break
-            data = data + more if data else more
+            data = data + bytes(more) if data else more
         return data
 
     def _more(self):
@@ -281,7 +304,7 @@ class _Gunzip(object):
                 return
             if self._z is None:
                 if data[:2] != b"\x1f\x8b":
-                    if data.strip(b"\x00"):
+                    if bytes(data).strip(b"\x00"):
                         raise _invalid("%d bytes of non-gzip data follow the compressed "
                                        "image" % len(data))
                     continue  # zero padding after the last gzip member
@@ -392,8 +415,9 @@ class _Plain(object):
         if self._head:
             data = self._head if count < 0 else self._head[:count]
             self._head = self._head[len(data):]
-        else:
-            data = self.source.read(READ_SIZE if count < 0 else count)
+        else:  # a view, valid until the next read (see _HashingReader)
+            read = getattr(self.source, "read_view", self.source.read)
+            data = read(READ_SIZE if count < 0 else count)
         self.produced += len(data)
         if self.produced > self.limit:
             raise _invalid("the image is larger than %d bytes, more than its disks can "
@@ -507,7 +531,7 @@ def _write_member(reader, path, name, declared, max_virtual_size):
             if written > limit:
                 raise _invalid("%s is larger than a VHD of its geometry can be (%d bytes)"
                                % (name, limit))
-            if len(data) >= HOLE_MIN and data == _zeros(len(data)):
+            if len(data) >= HOLE_MIN and _is_zero(data):
                 os.lseek(fd, len(data), os.SEEK_CUR)
             else:
                 _write_all(fd, data)
@@ -521,17 +545,15 @@ def _write_member(reader, path, name, declared, max_virtual_size):
     return written
 
 
-_ZEROS = {}
+_ZEROS = bytes(READ_SIZE)
 
 
-def _zeros(length):
-    """A zero buffer of ``length`` bytes to compare with (memcmp speed)."""
-    zeros = _ZEROS.get(length)
-    if zeros is None:
-        zeros = bytes(length)
-        if len(_ZEROS) < 8:
-            _ZEROS[length] = zeros
-    return zeros
+def _is_zero(data):
+    """Whether ``data`` (bytes or a memoryview) is all zeros, at memcmp
+    speed (comparing memoryviews with == goes element by element)."""
+    if len(data) <= READ_SIZE:
+        return _ZEROS.startswith(data)
+    return not bytes(data).strip(b"\x00")
 
 
 def _write_all(fd, data):
@@ -728,7 +750,7 @@ def download_vhd(session, url, sr_path, uuids, headers=None, container="tgz",
         try:
             files = _receive(hashed, staging, container, max_members, max_virtual_size,
                              limit, expected if length is None else int(length))
-            while hashed.read(READ_SIZE):
+            while hashed.read_view(READ_SIZE):
                 pass
         finally:
             hashed.close()
