@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .simulator import Simulator
 
 FINISHED = ("success", "failure", "cancelled")
+#: Seconds between the collections task creation triggers (the simulator also
+#: collects every 30 s, and at once when there are more than ``max_tasks``).
+GC_EVERY = 1.0
 
 
 @dataclass
@@ -59,6 +62,7 @@ class TaskManager:
         self.max_tasks = max_tasks
         self.states: dict[str, TaskState] = {}
         self._lock = threading.Lock()
+        self._last_gc = 0.0
 
     def create(self, label: str, description: str = "", *, host: str = NULL_REF,
                cancellable: bool = False, worker: bool = False,
@@ -78,7 +82,11 @@ class TaskManager:
         ref = self.db.add("task", rec)
         with self._lock:
             self.states[ref] = TaskState(ref, has_worker=worker)
-        self.gc()
+            crowded = len(self.states) > self.max_tasks
+        # Every call of an async-capable message makes a task: collecting at
+        # each one cost more than the call itself.
+        if crowded or time.monotonic() - self._last_gc >= GC_EVERY:
+            self.gc()
         return ref
 
     def state(self, ref: str) -> TaskState:
@@ -160,7 +168,7 @@ class TaskManager:
 
     def gc(self) -> int:
         """Drop expired tasks; returns how many were destroyed."""
-        now = time.monotonic()
+        now = self._last_gc = time.monotonic()
         with self._lock:
             states = list(self.states.values())
         finished = sorted((s for s in states if s.finished_at is not None),
