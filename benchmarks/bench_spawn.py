@@ -22,8 +22,9 @@ as root). The figures come from the simulator's call counters:
 
 The concurrency figure also gives the CPU time of xhost and of the
 simulator in each phase: the simulator (one Python process) spends about
-30 ms of CPU per spawn, which bounds how fast concurrent spawns can go
-whatever xhost does; the same figure at 20 ms per call is printed beside it.
+20 ms of CPU per spawn, close to the whole budget (serial time / 5 is about
+25 ms a spawn), which bounds how fast concurrent spawns can go whatever xhost
+does; the same figure at 20 ms per call is printed beside it.
 
 Run: ``python benchmarks/bench_spawn.py [--quick]`` (``--quick``: the
 default handler and backend only, 16 concurrent spawns, 5 ms only).
