@@ -1,8 +1,6 @@
 """Finding the XAPI network a port names."""
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from xhost.context import Context
@@ -54,35 +52,23 @@ def find_network(ctx: Context, name: str, *, by_bridge_only: bool = False,
 
 
 class NetworkCache:
-    """The network a name found, reused for ``seconds`` per connection: a
+    """The network a name found, reused for ``seconds`` on the connection: a
     spawn on a known network saves the lookup. Forgotten when an operation
     that used it fails, and by :meth:`forget` when the network turns out to
     be gone; a name moved to another network is noticed after ``seconds``."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._lock = threading.Lock()
-        self._found: dict[tuple[int, str], tuple[tuple[str, dict[str, Any]], float]] = {}
 
     def find(self, ctx: Context, name: str) -> tuple[str, dict[str, Any]]:
         """:func:`find_network` of ``name``, or what it gave less than
         ``seconds`` ago on this connection."""
-        key = (id(ctx.xapi), name)
-        now = time.monotonic()
-        with self._lock:
-            found = self._found.get(key)
-        if found is not None and now < found[1]:
-            result = found[0]
-            ctx.extra.setdefault("network.by_name", {})[(name, False)] = result
-        else:
-            result = find_network(ctx, name)
-            if self.seconds > 0:
-                with self._lock:
-                    self._found[key] = (result, now + self.seconds)
+        result = ctx.xapi.remembered(("network.by_name", name),
+                                     lambda: find_network(ctx, name), self.seconds)
+        ctx.extra.setdefault("network.by_name", {})[(name, False)] = result
         ctx.undo.push(f"forget network {name!r}", self.forget, ctx, name)
         return result
 
     def forget(self, ctx: Context, name: str) -> None:
-        with self._lock:
-            self._found.pop((id(ctx.xapi), name), None)
+        ctx.xapi.forget(("network.by_name", name))
         ctx.extra.get("network.by_name", {}).pop((name, False), None)

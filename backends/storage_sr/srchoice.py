@@ -1,8 +1,6 @@
 """Choosing the SR (``[xenserver] sr_matching_filter``) and describing it."""
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from xhost.context import Context
@@ -108,37 +106,19 @@ def sr_record(ctx: Context, sr_ref: str) -> dict[str, Any]:
 
 
 class ChoiceCache:
-    """The SR chosen for a host, kept ``seconds`` (the filter is matched
-    again after that, and after any spawn that failed)."""
+    """The SR chosen for a host, kept ``seconds`` on the connection (the
+    filter is matched again after that, and after any spawn that failed)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._lock = threading.Lock()
-        self._chosen: dict[tuple[int, str, str], tuple[str, float]] = {}
 
     def choose(self, ctx: Context) -> str:
-        key = (id(ctx.xapi), ctx.host_ref or "", ctx.conf.xenserver.sr_matching_filter)
-        now = time.monotonic()
-        with self._lock:
-            found = self._chosen.get(key)
-        if found is not None and now < found[1]:
-            sr = found[0]
-        else:
-            sr = choose_sr(ctx)
-            if self.seconds > 0:
-                with self._lock:
-                    self._chosen[key] = (sr, now + self.seconds)
+        key = ("storage_sr.choice", ctx.host_ref or "", ctx.conf.xenserver.sr_matching_filter)
+        sr = ctx.xapi.remembered(key, lambda: choose_sr(ctx), self.seconds)
         # Whatever makes the operation fail (the SR unplugged, full...), the
         # next one matches the filter again.
-        ctx.undo.push("forget the SR choice", self.forget, key)
+        ctx.undo.push("forget the SR choice", ctx.xapi.forget, key)
         return sr
-
-    def forget(self, key: tuple[int, str, str] | None = None) -> None:
-        with self._lock:
-            if key is None:
-                self._chosen.clear()
-            else:
-                self._chosen.pop(key, None)
 
 
 def capabilities(ctx: Context, sr_ref: str) -> StorageCapabilities:

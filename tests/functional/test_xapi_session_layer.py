@@ -135,3 +135,26 @@ def test_closed_client_refuses_calls(mini_xapi):
     client.close()
     with pytest.raises(exception.XapiError, match="closed"):
         client.call("VM.get_all")
+
+
+def test_remembered_facts_last_for_their_time_and_can_be_forgotten():
+    client = XapiClient("http://127.0.0.1:9", "root", "pw")  # no call is made
+    computed = []
+
+    def compute(value):
+        def make():
+            computed.append(value)
+            return value
+        return make
+
+    assert client.remembered("forever", compute(1)) == 1
+    assert client.remembered("forever", compute(2)) == 1
+    assert client.remembered("brief", compute(3), 0.05) == 3
+    assert client.remembered("brief", compute(4), 0.05) == 3
+    time.sleep(0.06)
+    assert client.remembered("brief", compute(5), 0.05) == 5
+    assert client.remembered("never", compute(6), 0) == 6
+    assert client.remembered("never", compute(7), 0) == 7
+    client.forget("forever")
+    assert client.remembered("forever", compute(8)) == 8
+    assert computed == [1, 3, 5, 6, 7, 8]

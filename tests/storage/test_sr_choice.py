@@ -1,6 +1,8 @@
 """Choosing the SR by [xenserver] sr_matching_filter, and SR capabilities."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from xhost.backends.storage_sr.errors import InvalidSrFilter, NoMatchingSr
@@ -102,3 +104,27 @@ def test_capabilities(env):
     assert (lvm.sr_type, lvm.vhd_files, lvm.copy_on_write, lvm.shared) == ("lvm", False, False,
                                                                           False)
     assert lvm.free_bytes == 250 * 1024 ** 3
+
+
+def test_the_choice_is_reused_for_its_time_and_forgotten_when_an_operation_fails(make_env):
+    env = make_env("[storage_sr]\nsr_choice_cache_seconds = 60\n")
+    counters = env.sim.controls.read_counters
+    first, second, third = env.ctx(), env.ctx(), env.ctx()
+    counters(reset=True)
+    sr = env.plugins.storage_choose_sr(first, None)
+    assert counters(reset=True), "the first choice asks the host"
+    assert env.plugins.storage_choose_sr(second, None) == sr
+    assert not counters(reset=True), "a choice made a moment ago is reused"
+    first.undo.rollback(logging.getLogger(__name__))  # that operation failed
+    counters(reset=True)
+    assert env.plugins.storage_choose_sr(third, None) == sr
+    assert counters(reset=True), "after a failure the filter is matched again"
+
+
+def test_a_cache_time_of_zero_matches_the_filter_every_time(env):
+    counters = env.sim.controls.read_counters
+    for _ in range(2):
+        ctx = env.ctx()
+        counters(reset=True)
+        env.plugins.storage_choose_sr(ctx, None)
+        assert counters(reset=True)

@@ -195,7 +195,8 @@ class XapiClient:
         self.counters: collections.Counter[str] = collections.Counter()
         self.relogins = 0
         self.redirects = 0
-        self._facts: dict[Hashable, Any] = {}
+        #: key -> (value, monotonic time it expires or None)
+        self._facts: dict[Hashable, tuple[Any, float | None]] = {}
         self._facts_lock = threading.Lock()
 
     @classmethod
@@ -371,17 +372,27 @@ class XapiClient:
                 with contextlib.suppress(exception.XapiError):
                     self.call("task.destroy", task_ref, timeout=self.login_timeout)
 
-    def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """A fact about the host that never changes (an SR's uuid and type, a
-        control domain), computed by ``compute()`` once per client: callers
-        on the hot path (every spawn) save the calls. Thread-safe; a failure
-        is not remembered."""
+    def remembered(self, key: Hashable, compute: Callable[[], T],
+                   seconds: float | None = None) -> T:
+        """A fact about the host computed by ``compute()`` once per client:
+        callers on the hot path (every spawn) save the calls. With ``seconds``
+        None the fact never changes (an SR's uuid and type, a control domain);
+        otherwise it is computed again once ``seconds`` have passed (0: every
+        time). Thread-safe; a failure is not remembered."""
+        now = time.monotonic()
         with self._facts_lock:
-            if key in self._facts:
-                return self._facts[key]
+            found = self._facts.get(key)
+            if found is not None and (found[1] is None or now < found[1]):
+                return found[0]
         value = compute()
+        if seconds is not None and seconds <= 0:
+            return value
         with self._facts_lock:
-            return self._facts.setdefault(key, value)
+            found = self._facts.get(key)
+            if found is not None and (found[1] is None or now < found[1]):
+                return found[0]  # another thread computed it meanwhile
+            self._facts[key] = (value, None if seconds is None else now + seconds)
+            return value
 
     def forget(self, key: Hashable) -> None:
         """Drop a remembered fact (it turned out stale: its object is gone)."""
